@@ -1,0 +1,168 @@
+"""What sensors send: heartbeats, batches of security events and inventory snapshots."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from vigil.errors import Forbidden, NotFound
+from vigil.protocol.models import (
+    HeartbeatRequest,
+    HeartbeatResponse,
+    IngestAck,
+    IngestBatch,
+    TaskPublic,
+    TaskResult,
+)
+from vigil.server.db.models import Event, Heartbeat, InventoryItem, Sensor, Snapshot, Task, utcnow
+from vigil.server.services.audit import audit
+from vigil.server.services.auth import SensorPrincipal
+
+_CHUNK = 500
+
+
+def heartbeat(
+    session: Session, *, sensor: SensorPrincipal, beat: HeartbeatRequest, interval: float
+) -> HeartbeatResponse:
+    """Record a beat and hand out the sensor's pending tasks."""
+    now = utcnow()
+    res = beat.resources
+    values: dict[str, Any] = {"last_seen_at": now}
+    values["stopped_at"] = now if beat.shutting_down else None
+    if res is not None:
+        values["resources"] = res.model_dump()
+    if beat.unreadable:
+        values["unreadable"] = beat.unreadable
+    session.execute(update(Sensor).where(Sensor.id == sensor.sensor_id).values(**values))
+    session.execute(insert(Heartbeat).values(
+        sensor_id=sensor.sensor_id, received_at=now, sent_at=beat.sent_at, seq=beat.seq,
+        cpu_percent=res.cpu_percent if res else None, mem_used=res.mem_used if res else None,
+        mem_total=res.mem_total if res else None, disk_used=res.disk_used if res else None,
+        disk_total=res.disk_total if res else None, net_rx_bytes=res.net_rx_bytes if res else None,
+        net_tx_bytes=res.net_tx_bytes if res else None, spool_backlog=beat.spool_backlog,
+    ))
+    tasks = []
+    if not beat.shutting_down:
+        rows = session.scalars(
+            select(Task).where(Task.sensor_id == sensor.sensor_id, Task.status == "pending")
+            .order_by(Task.id).limit(20)
+        ).all()
+        for task in rows:
+            task.status, task.sent_at = "sent", now
+            tasks.append(TaskPublic(id=task.id, kind=task.kind, params=task.params,  # type: ignore[arg-type]
+                                    created_at=task.created_at))
+    if beat.shutting_down:
+        audit(session, actor=sensor.actor, action="sensor.shutdown", target_type="sensor",
+              target_id=sensor.sensor_id)
+    return HeartbeatResponse(server_time=now, heartbeat_interval=interval, tasks=tasks)
+
+
+def _insert_ignore(session: Session, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    return stmt.on_conflict_do_nothing()
+
+
+def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch) -> IngestAck:
+    """Store a batch once: events and snapshots already stored (by UUID) are skipped."""
+    now = utcnow()
+    uuids = [str(e.id) for e in batch.events]
+    seen: set[str] = set()
+    for i in range(0, len(uuids), _CHUNK):
+        seen.update(session.scalars(select(Event.uuid).where(Event.uuid.in_(uuids[i:i + _CHUNK]))))
+    rows = []
+    for ev in batch.events:
+        uid = str(ev.id)
+        if uid in seen:
+            continue
+        seen.add(uid)  # the same UUID twice in one batch is stored once
+        rows.append({
+            "uuid": uid, "tenant_id": sensor.tenant_id, "vm_id": sensor.vm_id,
+            "sensor_id": sensor.sensor_id, "kind": ev.kind, "observed_at": ev.observed_at,
+            "received_at": now, "source": ev.source, "message": ev.message,
+            "src_ip": ev.src_ip, "username": ev.user, "pid": ev.pid, "path": ev.path,
+            "data": ev.data,
+        })
+    if rows:
+        session.execute(_insert_ignore(session, Event), rows)
+    new_snaps = dup_snaps = 0
+    for snap in batch.snapshots:
+        if sensor.vm_id is None:
+            raise Forbidden("this sensor reports for no VM: inventory snapshots are refused")
+        if session.get(Snapshot, str(snap.id)) is not None:
+            dup_snaps += 1
+            continue
+        added, changed, removed = apply_snapshot(
+            session, vm_id=sensor.vm_id, kind=snap.kind, taken_at=snap.taken_at, full=snap.full,
+            items=[item.model_dump(mode="json") for item in snap.items], removed=snap.removed,
+        )
+        session.add(Snapshot(id=str(snap.id), vm_id=sensor.vm_id, sensor_id=sensor.sensor_id,
+                             kind=snap.kind, full=snap.full, taken_at=snap.taken_at,
+                             received_at=now, added=added, changed=changed, removed=removed))
+        new_snaps += 1
+    ack = IngestAck(
+        batch_id=batch.batch_id, accepted_events=len(rows),
+        duplicate_events=len(batch.events) - len(rows), accepted_snapshots=new_snaps,
+        duplicate_snapshots=dup_snaps,
+    )
+    audit(session, actor=sensor.actor, action="sensor.ingest", target_type="batch",
+          target_id=batch.batch_id, detail=ack.model_dump(mode="json", exclude={"batch_id"}))
+    return ack
+
+
+def apply_snapshot(
+    session: Session, *, vm_id: int, kind: str, taken_at: datetime, full: bool,
+    items: list[dict[str, Any]], removed: list[str],
+) -> tuple[int, int, int]:
+    """Fold a snapshot into the current inventory; changed items keep their old version."""
+    current = {
+        row.key: row
+        for row in session.scalars(
+            select(InventoryItem).where(
+                InventoryItem.vm_id == vm_id, InventoryItem.kind == kind,
+                InventoryItem.removed_at.is_(None),
+            )
+        )
+    }
+    incoming = {item["key"]: item for item in items}
+    gone = set(current) - set(incoming) if full else set(removed) & set(current)
+    new_rows = []
+    n_added = n_changed = 0
+    for key, item in incoming.items():
+        old = current.get(key)
+        if old is not None:
+            if old.data == item:
+                continue
+            gone.add(key)
+            n_changed += 1
+        else:
+            n_added += 1
+        new_rows.append({"vm_id": vm_id, "kind": kind, "key": key, "data": item,
+                         "first_seen": taken_at, "removed_at": None})
+    closing = [current[k].id for k in gone]
+    for i in range(0, len(closing), _CHUNK):
+        session.execute(update(InventoryItem).where(InventoryItem.id.in_(closing[i:i + _CHUNK]))
+                        .values(removed_at=taken_at))
+    if new_rows:
+        session.execute(insert(InventoryItem), new_rows)
+    return n_added, n_changed, len(gone) - n_changed
+
+
+def complete_task(
+    session: Session, *, sensor: SensorPrincipal, task_id: int, result: TaskResult
+) -> Task:
+    task = session.get(Task, task_id)
+    if task is None or task.sensor_id != sensor.sensor_id:
+        raise NotFound(f"no task {task_id} for this sensor")
+    task.status = "done" if result.ok else "failed"
+    task.completed_at = utcnow()
+    task.error = result.error
+    task.result = result.result.model_dump(mode="json") if result.result else None
+    audit(session, actor=sensor.actor, action="task.complete", target_type="task",
+          target_id=task_id, detail={"ok": result.ok, "kind": task.kind})
+    return task

@@ -1,0 +1,1 @@
+"""Test harness helpers shared by tests and benchmarks (real processes, cleaned up by pid)."""
