@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,11 +148,12 @@ class LiveServer:
         stop(self.proc)
 
 
-@pytest.fixture
-def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    """A real `vigil server` process on SQLite, initialised like the README says."""
-    home = tmp_path / "vigil-home"
-    pw = tmp_path / "pw.txt"
+@contextmanager
+def running_server(workdir: Path) -> Iterator[LiveServer]:
+    """A real `vigil server` process on SQLite, initialised the way the README says."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    home = workdir / "vigil-home"
+    pw = workdir / "pw.txt"
     pw.write_text("admin-password-1\n")
     env = {"VIGIL_HOME": str(home)}
     subprocess.run([VIGIL, "init", "--admin-email", "admin@example.org",
@@ -159,10 +161,16 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
                    capture_output=True)
     port = free_port()
     srv = LiveServer(f"http://127.0.0.1:{port}", home, "", None, env, port,  # type: ignore[arg-type]
-                     tmp_path / "server.log")
+                     workdir / "server.log")
     srv.start()
-    srv.admin_token = srv.vigil("token", "api", "--user", "admin@example.org")
     try:
+        srv.admin_token = srv.vigil("token", "api", "--user", "admin@example.org")
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    with running_server(tmp_path / "server") as srv:
+        yield srv

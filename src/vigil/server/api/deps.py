@@ -37,7 +37,7 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
@@ -48,7 +48,7 @@ def _bearer(request: Request) -> str | None:
 def current_user(request: Request) -> Principal:
     """A user from an API token (``Authorization: Bearer vgu_…``) or a portal session cookie."""
     db: Database = request.app.state.db
-    token = _bearer(request)
+    token = bearer_token(request)
     ip = client_ip(request)
     with db.read() as session:
         if token is not None:
@@ -69,7 +69,7 @@ def current_user(request: Request) -> Principal:
 
 
 def current_sensor(request: Request) -> SensorPrincipal:
-    token = _bearer(request)
+    token = bearer_token(request)
     if token is None:
         raise AuthError("sensor authentication required: send 'Authorization: Bearer <sensor token>'")
     with request.app.state.db.read() as session:

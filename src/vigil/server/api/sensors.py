@@ -23,8 +23,10 @@ from vigil.protocol.models import (
     IngestBatch,
     TaskResult,
 )
-from vigil.server.api.deps import Db, SensorAuth, client_ip, get_settings
-from vigil.server.services import fleet, telemetry
+from vigil.errors import AuthError
+from vigil.server.api.deps import Db, SensorAuth, bearer_token, client_ip, get_settings
+from vigil.server.services import auth, fleet, telemetry
+from vigil.server.services.audit import Actor, audit
 
 router = APIRouter(tags=["sensors"])
 
@@ -33,16 +35,31 @@ router = APIRouter(tags=["sensors"])
 def enroll(req: EnrollRequest, request: Request, db: Db) -> EnrollResponse:
     """Exchange a one-time enrollment token for the sensor's id and token (shown once)."""
     settings = get_settings(request)
-    with db.write() as session:
-        return fleet.enroll(session, req=req, client_ip=client_ip(request),
-                            heartbeat_interval=settings.heartbeat_interval)
+    ip = client_ip(request)
+    try:
+        with db.write() as session:
+            return fleet.enroll(session, req=req, client_ip=ip,
+                                heartbeat_interval=settings.heartbeat_interval)
+    except AuthError as exc:
+        with db.write() as session:  # the refused attempt is audited in its own transaction
+            audit(session, actor=Actor("sensor", f"unenrolled@{ip or '?'}", None, ip),
+                  action="sensor.enroll", outcome="failure",
+                  detail={"reason": exc.message, "hostname": req.hostname})
+        raise
 
 
 @router.post(HEARTBEAT_PATH)
-def heartbeat(beat: HeartbeatRequest, sensor: SensorAuth, request: Request,
-              db: Db) -> HeartbeatResponse:
-    """Record a heartbeat (with resource usage) and return the sensor's pending tasks."""
+def heartbeat(beat: HeartbeatRequest, request: Request, db: Db) -> HeartbeatResponse:
+    """Record a heartbeat (with resource usage) and return the sensor's pending tasks.
+
+    The sensor is authenticated inside the same transaction (one round trip to the database
+    per beat: this is the call a whole fleet makes every few seconds).
+    """
+    token = bearer_token(request)
+    if token is None:
+        raise AuthError("sensor authentication required: send 'Authorization: Bearer <sensor token>'")
     with db.write() as session:
+        sensor = auth.sensor_for_token(session, token=token, client_ip=client_ip(request))
         return telemetry.heartbeat(session, sensor=sensor, beat=beat,
                                    interval=get_settings(request).heartbeat_interval)
 

@@ -254,7 +254,7 @@ class Event(Base):
     tenant_id: Mapped[int] = mapped_column(Integer)
     vm_id: Mapped[int | None] = mapped_column(Integer)
     sensor_id: Mapped[str] = mapped_column(String(36))
-    kind: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
     observed_at: Mapped[datetime]
     received_at: Mapped[datetime]
     source: Mapped[str] = mapped_column(String(1024), default="")

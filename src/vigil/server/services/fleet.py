@@ -86,7 +86,6 @@ def enroll(
             EnrollmentToken.token_hash == security.token_hash(req.enroll_token)
         )
     )
-    anonymous = Actor("sensor", f"unenrolled@{client_ip or '?'}", None, client_ip)
     reason = None
     if row is None:
         reason = "unknown enrollment token"
@@ -95,9 +94,7 @@ def enroll(
     elif row.expires_at < utcnow():
         reason = "this enrollment token has expired: create a new one with `vigil token enroll`"
     if reason or row is None:
-        audit(session, actor=anonymous, action="sensor.enroll", outcome="failure",
-              detail={"reason": reason, "hostname": req.hostname})
-        raise AuthError(reason or "unknown enrollment token")
+        raise AuthError(reason or "unknown enrollment token")  # the router audits the failure
     sensor_id = str(uuid.uuid4())
     secret = secrets.token_urlsafe(32)
     vm_id = host_id = None

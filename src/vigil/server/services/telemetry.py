@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from vigil.errors import Forbidden, NotFound
@@ -19,7 +18,7 @@ from vigil.protocol.models import (
     TaskPublic,
     TaskResult,
 )
-from vigil.server.db.models import Event, Heartbeat, InventoryItem, Sensor, Snapshot, Task, utcnow
+from vigil.server.db.models import Heartbeat, InventoryItem, Sensor, Snapshot, Task, utcnow
 from vigil.server.services.audit import audit
 from vigil.server.services.auth import SensorPrincipal
 
@@ -62,34 +61,53 @@ def heartbeat(
     return HeartbeatResponse(server_time=now, heartbeat_interval=interval, tasks=tasks)
 
 
-def _insert_ignore(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
-    return stmt.on_conflict_do_nothing()
+_EVENT_COLUMNS = ("uuid", "tenant_id", "vm_id", "sensor_id", "kind", "observed_at", "received_at",
+                  "source", "message", "src_ip", "username", "pid", "path", "data")
+
+
+def _insert_events(session: Session, rows: list[tuple[Any, ...]]) -> int:
+    """The hot loop of ingest: the driver's executemany, no per-row ORM or type machinery.
+
+    Values are converted here exactly as the column types would store them (UTC; on SQLite
+    the naive ``YYYY-MM-DD HH:MM:SS.ffffff`` text SQLAlchemy writes), so ORM reads agree.
+    """
+    conn = session.connection()
+    cols = ", ".join(_EVENT_COLUMNS)
+    if conn.dialect.name == "sqlite":
+        marks = ", ".join("?" * len(_EVENT_COLUMNS))
+        sql = f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (uuid) DO NOTHING"
+    else:
+        marks = ", ".join(["%s"] * len(_EVENT_COLUMNS))
+        sql = f"INSERT INTO events ({cols}) VALUES ({marks}) ON CONFLICT (uuid) DO NOTHING"
+    return int(conn.exec_driver_sql(sql, rows).rowcount)  # rows inserted, duplicates skipped
+
+
+def _db_time(value: datetime, sqlite: bool) -> Any:
+    value = value.astimezone(UTC)
+    if sqlite:  # SQLAlchemy's SQLite DATETIME text: "YYYY-MM-DD HH:MM:SS.ffffff"
+        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":")) if value else "{}"
 
 
 def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch) -> IngestAck:
     """Store a batch once: events and snapshots already stored (by UUID) are skipped."""
     now = utcnow()
-    uuids = [str(e.id) for e in batch.events]
-    seen: set[str] = set()
-    for i in range(0, len(uuids), _CHUNK):
-        seen.update(session.scalars(select(Event.uuid).where(Event.uuid.in_(uuids[i:i + _CHUNK]))))
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    received = _db_time(now, sqlite)
     rows = []
     for ev in batch.events:
-        uid = str(ev.id)
-        if uid in seen:
-            continue
-        seen.add(uid)  # the same UUID twice in one batch is stored once
-        rows.append({
-            "uuid": uid, "tenant_id": sensor.tenant_id, "vm_id": sensor.vm_id,
-            "sensor_id": sensor.sensor_id, "kind": ev.kind, "observed_at": ev.observed_at,
-            "received_at": now, "source": ev.source, "message": ev.message,
-            "src_ip": ev.src_ip, "username": ev.user, "pid": ev.pid, "path": ev.path,
-            "data": ev.data,
-        })
-    if rows:
-        session.execute(_insert_ignore(session, Event), rows)
+        rows.append((
+            str(ev.id),
+            sensor.tenant_id, sensor.vm_id, sensor.sensor_id, ev.kind,
+            _db_time(ev.observed_at, sqlite), received, ev.source, ev.message, ev.src_ip,
+            ev.user, ev.pid, ev.path, _json(ev.data),
+        ))
+    # duplicates (a re-sent batch, a UUID twice) are skipped by the unique index on uuid
+    accepted = _insert_events(session, rows) if rows else 0
     new_snaps = dup_snaps = 0
     for snap in batch.snapshots:
         if sensor.vm_id is None:
@@ -106,8 +124,8 @@ def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch) -> 
                              received_at=now, added=added, changed=changed, removed=removed))
         new_snaps += 1
     ack = IngestAck(
-        batch_id=batch.batch_id, accepted_events=len(rows),
-        duplicate_events=len(batch.events) - len(rows), accepted_snapshots=new_snaps,
+        batch_id=batch.batch_id, accepted_events=accepted,
+        duplicate_events=len(rows) - accepted, accepted_snapshots=new_snaps,
         duplicate_snapshots=dup_snaps,
     )
     audit(session, actor=sensor.actor, action="sensor.ingest", target_type="batch",

@@ -63,7 +63,6 @@ def upgrade() -> None:
     sa.UniqueConstraint('uuid', name=op.f('uq_events_uuid'))
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_events_kind'), ['kind'], unique=False)
         batch_op.create_index('ix_events_tenant_seq', ['tenant_id', 'seq'], unique=False)
         batch_op.create_index('ix_events_vm_seq', ['vm_id', 'seq'], unique=False)
 
@@ -396,7 +395,6 @@ def downgrade() -> None:
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_vm_seq')
         batch_op.drop_index('ix_events_tenant_seq')
-        batch_op.drop_index(batch_op.f('ix_events_kind'))
 
     op.drop_table('events')
     with op.batch_alter_table('audit_log', schema=None) as batch_op:
