@@ -16,9 +16,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.harness.pgcluster import PgCluster, pg_bindir  # noqa: E402
+from tests.harness.pgcluster import (  # noqa: E402
+    PgCluster,
+    free_port,  # noqa: E402
+    pg_bindir,
+)
 from tests.harness.procs import VIGIL, spawn, stop, wait_http  # noqa: E402
-from tests.harness.pgcluster import free_port  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*httpx2.*")
 

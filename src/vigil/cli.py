@@ -38,7 +38,9 @@ def _read_secret_file(path: str) -> str:
     from vigil.errors import ConfigError
 
     try:
-        value = Path(path).read_text().splitlines()[0].strip() if path != "-" else sys.stdin.readline().strip()
+        if path == "-":
+            return sys.stdin.readline().strip()
+        value = Path(path).read_text().splitlines()[0].strip()
     except (OSError, IndexError) as exc:
         raise ConfigError(f"cannot read a password from {path}: {exc}") from exc
     return value

@@ -10,14 +10,12 @@ import hashlib
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.conftest import LiveServer, running_server
 from tests.harness.procs import VIGIL, http, spawn, stop, wait_until
 from tests.harness.sshd import Sshd, have_sshd
@@ -85,7 +83,7 @@ def test_real_process_appears_with_its_hash(stack: Stack) -> None:
 
         item = wait_until(found, timeout=30, what="the sleep process")[0]
         assert item["cmdline"] == ["sleep", marker]
-        exe = os.path.realpath("/proc/%d/exe" % proc.pid)
+        exe = os.path.realpath(f"/proc/{proc.pid}/exe")
         assert item["exe"] == exe
         assert item["sha256"] == hashlib.sha256(Path(exe).read_bytes()).hexdigest()
         assert item["uid"] == os.getuid()
@@ -196,9 +194,8 @@ def test_hostile_process_name_is_escaped_in_the_portal(stack: Stack, tmp_path: P
                 assert page.locator("#processes script").count() == 0  # ...not as markup
                 # the live refresh redraws the table from the sensor's answer, still as text
                 page.click("#refresh-live")
-                page.wait_for_function(
-                    "document.getElementById('live-status').textContent.startsWith('live at')",
-                    timeout=30000)
+                # (no wait_for_function: the portal's CSP rightly forbids evaluating strings)
+                page.locator("#live-status", has_text="live at").wait_for(timeout=30000)
                 assert XSS in page.inner_text("#processes")
                 assert page.locator("#processes script").count() == 0
                 page.screenshot(path=str(tmp_path / "vm.png"), full_page=False)
@@ -218,25 +215,3 @@ def test_clean_shutdown_is_not_offline(stack: Stack) -> None:
     assert sensors
     audit = stack.get("/api/v1/audit?action=sensor.shutdown")["items"]
     assert audit and audit[0]["actor_type"] == "sensor"
-
-
-def test_guest_sensor_needs_nothing_but_stdlib_and_psutil() -> None:
-    """Import the guest sensor with every non-stdlib module except psutil made unimportable."""
-    code = (
-        "import sys, importlib.abc\n"
-        "class Block(importlib.abc.MetaPathFinder):\n"
-        "    def find_spec(self, name, path, target=None):\n"
-        "        top = name.split('.')[0]\n"
-        "        if top in sys.stdlib_module_names or top in ('vigil', 'psutil'):\n"
-        "            return None\n"
-        "        raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, Block())\n"
-        "import vigil.sensor.guest.main, vigil.sensor.guest.agent, vigil.cli\n"
-        "p = vigil.cli.build_parser()\n"
-        "p.parse_args(['sensor', 'guest', '--server', 'http://x', '--enroll-token', 'y'])\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'fastapi', 'sqlalchemy'))\n"
-        "assert not bad, bad\n"
-        "print('ok')\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert out.stdout.strip() == "ok", out.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, TypeVar
 from uuid import UUID
 
 from pydantic import (
@@ -199,38 +199,38 @@ class _SnapshotBase(Model):
     removed: Annotated[list[Annotated[str, Field(max_length=600)]], Field(max_length=MAX_SNAPSHOT_ITEMS)] = []
 
 
-def _bounded(item: type) -> Any:
-    return Annotated[list[item], Field(max_length=MAX_SNAPSHOT_ITEMS)]  # type: ignore[valid-type]
+T = TypeVar("T")
+Bounded = Annotated[list[T], Field(max_length=MAX_SNAPSHOT_ITEMS)]
 
 
 class ProcessesSnapshot(_SnapshotBase):
     kind: Literal["processes"]
-    items: _bounded(ProcessItem) = []
+    items: Bounded[ProcessItem] = []
 
 
 class ConnectionsSnapshot(_SnapshotBase):
     kind: Literal["connections"]
-    items: _bounded(ConnectionItem) = []
+    items: Bounded[ConnectionItem] = []
 
 
 class ListeningSnapshot(_SnapshotBase):
     kind: Literal["listening"]
-    items: _bounded(ListeningItem) = []
+    items: Bounded[ListeningItem] = []
 
 
 class ServicesSnapshot(_SnapshotBase):
     kind: Literal["services"]
-    items: _bounded(ServiceItem) = []
+    items: Bounded[ServiceItem] = []
 
 
 class PackagesSnapshot(_SnapshotBase):
     kind: Literal["packages"]
-    items: _bounded(PackageItem) = []
+    items: Bounded[PackageItem] = []
 
 
 class UsersSnapshot(_SnapshotBase):
     kind: Literal["users"]
-    items: _bounded(UserSessionItem) = []
+    items: Bounded[UserSessionItem] = []
 
 
 Snapshot = Annotated[
@@ -258,7 +258,7 @@ ITEM_MODELS: dict[str, type[Item]] = {
 
 class SecurityEvent(Model):
     id: UUID
-    kind: EventKind
+    kind: EventKind  # type: ignore[valid-type]
     observed_at: AwareTime
     source: Annotated[str, Field(max_length=1024)] = ""
     message: Text = ""
@@ -285,8 +285,8 @@ class IngestAck(Model):
 
 
 class LiveQueryResult(Model):
-    processes: _bounded(ProcessItem) = []
-    connections: _bounded(ConnectionItem) = []
+    processes: Bounded[ProcessItem] = []
+    connections: Bounded[ConnectionItem] = []
 
 
 class TaskResult(Model):

@@ -19,7 +19,7 @@ SESSION_PREFIX = "vgw_"
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
-    return "scrypt$%s$%s" % (salt.hex(), digest.hex())
+    return f"scrypt${salt.hex()}${digest.hex()}"
 
 
 def verify_password(password: str, stored: str) -> bool:

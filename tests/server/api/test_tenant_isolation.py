@@ -49,7 +49,7 @@ def _seed(client: Any, world: Any) -> dict[str, dict[str, Any]]:
                         json={"sent_at": _now()})
         assert r.status_code == 200
         vm_id = world.sensors[tenant]["vm_id"]
-        tenant_id = client.get("/api/v1/vms/%d" % vm_id, headers=world.h("admin")).json()[
+        tenant_id = client.get(f"/api/v1/vms/{vm_id}", headers=world.h("admin")).json()[
             "tenant_id"]
         with world.db.write() as s:
             inc = Incident(tenant_id=tenant_id, vm_id=vm_id, title=f"inc {tenant}",

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from vigil.errors import AuthError
 from vigil.protocol import (
     ENROLL_PATH,
     HEARTBEAT_PATH,
@@ -23,7 +24,6 @@ from vigil.protocol.models import (
     IngestBatch,
     TaskResult,
 )
-from vigil.errors import AuthError
 from vigil.server.api.deps import Db, SensorAuth, bearer_token, client_ip, get_settings
 from vigil.server.services import auth, fleet, telemetry
 from vigil.server.services.audit import Actor, audit

@@ -53,9 +53,9 @@ def login(request: Request, db: Db, email: str = Form(...), password: str = Form
 
             audit(session, actor=Actor("user", email[:254], None, client_ip(request)),
                   action="auth.login", outcome="failure")
-        resp = _render(request, "login.html", error=exc.message)
-        resp.status_code = 401
-        return resp
+        page = _render(request, "login.html", error=exc.message)
+        page.status_code = 401
+        return page
     resp = RedirectResponse("/", status_code=303)
     resp.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
                     secure=settings.cookie_secure, max_age=int(settings.session_hours * 3600))
