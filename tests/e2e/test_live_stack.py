@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -215,3 +216,26 @@ def test_clean_shutdown_is_not_offline(stack: Stack) -> None:
     assert sensors
     audit = stack.get("/api/v1/audit?action=sensor.shutdown")["items"]
     assert audit and audit[0]["actor_type"] == "sensor"
+
+
+def test_killed_sensor_is_offline_after_three_missed_beats(stack: Stack, tmp_path: Path) -> None:
+    """A sensor that dies without a word (SIGKILL) shows offline after 3 intervals."""
+    enroll = stack.srv.vigil("token", "enroll", "--tenant", "default")
+    sensor = spawn([VIGIL, "sensor", "guest", "--server", stack.srv.url, "--enroll-token", enroll,
+                    "--state-dir", str(tmp_path / "state2"), "--heartbeat-interval", "1"],
+                   log=tmp_path / "sensor2.log")
+    try:
+        def mine(status: str) -> list[dict[str, Any]]:
+            return [s for s in stack.items("/api/v1/sensors")
+                    if s["status"] == status and s["heartbeat_interval"] == 1.0
+                    and s["enrolled_at"] == newest()]
+
+        def newest() -> str:
+            return max(s["enrolled_at"] for s in stack.items("/api/v1/sensors"))
+
+        wait_until(lambda: mine("online"), timeout=30, what="the second sensor online")
+    finally:
+        stop(sensor, sig=signal.SIGKILL)
+    t0 = time.monotonic()
+    wait_until(lambda: mine("offline"), timeout=15, what="offline")
+    assert time.monotonic() - t0 <= 5

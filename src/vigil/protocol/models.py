@@ -108,6 +108,8 @@ class HeartbeatRequest(Model):
     resources: ResourceUsage | None = None
     spool_backlog: Annotated[int, Field(ge=0)] = 0
     shutting_down: bool = False
+    #: the sensor's own beat interval, so the server knows when 3 missed beats have passed
+    interval: Annotated[float, Field(ge=0.1, le=86400)] | None = None
     unreadable: Annotated[list[Short], Field(max_length=100)] = []
 
 

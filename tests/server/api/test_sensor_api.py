@@ -189,3 +189,28 @@ def test_csv_cells_cannot_become_formulas(client: Any, world: Any) -> None:
                 json=_batch([_event(user="=HYPERLINK(\"http://x\")")]))
     text = client.get("/api/v1/events?format=csv", headers=world.h("acme")).text
     assert "'=HYPERLINK" in text
+
+
+def test_inventory_csv_has_a_column_per_field(client: Any, world: Any) -> None:
+    snap = {"id": str(uuid.uuid4()), "kind": "processes", "taken_at": _now(), "full": True,
+            "items": [{"key": "7:1", "pid": 7, "ppid": 1, "name": "sshd",
+                       "cmdline": ["/usr/sbin/sshd", "-D"], "uid": 0, "euid": 0}]}
+    client.post("/api/v1/sensors/ingest", headers=world.sh("acme"), json=_batch([], [snap]))
+    vm = world.sensors["acme"]["vm_id"]
+    r = client.get(f"/api/v1/vms/{vm}/processes?format=csv", headers=world.h("acme"))
+    header, row = r.text.strip().splitlines()
+    cols = header.split(",")
+    assert cols[:2] == ["first_seen", "removed_at"] and {"pid", "ppid", "name", "cmdline"} <= set(cols)
+    values = dict(zip(cols, next(__import__("csv").reader([row])), strict=True))
+    assert values["pid"] == "7" and values["name"] == "sshd"
+    assert values["cmdline"] == '["/usr/sbin/sshd","-D"]' and values["removed_at"] == ""
+
+
+def test_event_time_filters(client: Any, world: Any) -> None:
+    old = _event(observed_at="2026-01-01T10:00:00+02:00", user="early")
+    new = _event(user="late")
+    client.post("/api/v1/sensors/ingest", headers=world.sh("acme"), json=_batch([old, new]))
+    got = client.get("/api/v1/events?since=2026-06-01T00:00:00Z", headers=world.h("acme")).json()
+    assert [e["username"] for e in got["items"]] == ["late"]
+    got = client.get("/api/v1/events?until=2026-06-01T00:00:00Z", headers=world.h("acme")).json()
+    assert [e["observed_at"] for e in got["items"]] == ["2026-01-01T08:00:00Z"]

@@ -429,6 +429,7 @@ class GuestSensor:
             "resources": resources,
             "spool_backlog": self.spool.count(),
             "shutting_down": shutting_down,
+            "interval": self.heartbeat_interval,
             "unreadable": [u[:255] for u in unreadable[:MAX_UNREADABLE]],
         }
         self._seq += 1

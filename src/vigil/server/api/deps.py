@@ -99,15 +99,20 @@ def list_response(
     limit: int, cursor: str | None, filename: str,
     enrich: Callable[[Any, list[Any]], list[dict[str, Any]]] | None = None,
     principal: Principal | None = None,
+    csv_columns: list[str] | None = None,
 ) -> Any:
-    """A page as JSON, or every matching row as a streamed CSV file."""
+    """A page as JSON, or every matching row as a streamed CSV file.
+
+    ``csv_columns`` (with ``enrich`` returning flat dicts for them) replaces the schema's fields
+    as the CSV header, e.g. to spread an inventory item's data over columns.
+    """
     def rows_to_dicts(session: Any, rows: list[Any]) -> list[dict[str, Any]]:
         if enrich is not None:
             return enrich(session, rows)
         return [schema.model_validate(r).model_dump() for r in rows]
 
     if fmt == "csv":
-        fields = list(schema.model_fields)
+        fields = csv_columns or list(schema.model_fields)
         if principal is not None:  # a data export is an action worth auditing (AU-2)
             from vigil.server.services.audit import audit
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, status
 
+from vigil.protocol.models import ITEM_MODELS
 from vigil.server.api.deps import Cursor, Db, Format, Limit, User, get_settings, list_response
 from vigil.server.api.schemas import (
     EnrollTokenCreate,
@@ -56,23 +57,35 @@ def get_host(host_id: int, user: User, db: Db) -> HostPublic:
         return HostPublic.model_validate(queries.get_scoped(session, user, Host, host_id))
 
 
-def _vm_dicts(request: Request) -> Any:
+def _with_status(request: Request, schema: type[Any], kind: str) -> Any:
+    """Rows of VMs or sensors as public dicts, each with its status from heartbeats."""
     beats = get_settings(request).offline_after_beats
 
-    def enrich(session: Any, vms: list[VM]) -> list[dict[str, Any]]:
+    def enrich(session: Any, rows: list[Any]) -> list[dict[str, Any]]:
         now = utcnow()
-        by_vm = queries.sensors_by_vm(session, [v.id for v in vms])
+        by_vm = queries.sensors_by_vm(session, [r.id for r in rows]) if kind == "vm" else {}
         out = []
-        for vm in vms:
-            sensors = by_vm.get(vm.id, [])
-            seen = [s.last_seen_at for s in sensors if s.last_seen_at]
-            d = {c: getattr(vm, c) for c in VMPublic.model_fields if hasattr(vm, c)}
-            d["status"] = queries.vm_status(sensors, now=now, offline_after_beats=beats)
-            d["last_seen_at"] = max(seen) if seen else None
-            out.append(VMPublic.model_validate(d).model_dump())
+        for row in rows:
+            d = {c: getattr(row, c) for c in schema.model_fields if hasattr(row, c)}
+            if kind == "vm":
+                sensors = by_vm.get(row.id, [])
+                d["status"] = queries.vm_status(sensors, now=now, offline_after_beats=beats)
+                d["last_seen_at"] = max((s.last_seen_at for s in sensors if s.last_seen_at),
+                                        default=None)
+            else:
+                d["status"] = queries.sensor_status(row, now=now, offline_after_beats=beats)
+            out.append(schema.model_validate(d).model_dump())
         return out
 
     return enrich
+
+
+def _vm_dicts(request: Request) -> Any:
+    return _with_status(request, VMPublic, "vm")
+
+
+def _sensor_dicts(request: Request) -> Any:
+    return _with_status(request, SensorPublic, "sensor")
 
 
 @router.get("/vms", response_model=PageOf[VMPublic])
@@ -106,9 +119,17 @@ def _inventory_route(kind: str) -> None:
         with db.read() as session:
             vm = queries.get_scoped(session, user, VM, vm_id)
         stmt = queries.inventory_query(vm, kind, history=history, since=since)
+        csv_columns = enrich = None
+        if format == "csv":  # one column per field of the item, not a JSON blob
+            csv_columns = ["first_seen", "removed_at", *ITEM_MODELS[kind].model_fields]
+
+            def enrich(_session: Any, rows: list[InventoryItem]) -> list[dict[str, Any]]:
+                return [{**r.data, "first_seen": r.first_seen, "removed_at": r.removed_at}
+                        for r in rows]
+
         return list_response(db, stmt, InventoryItem.id, InventoryItemPublic, fmt=format,
                              limit=limit, cursor=cursor, filename=f"vm{vm_id}-{kind}",
-                             principal=user)
+                             principal=user, enrich=enrich, csv_columns=csv_columns)
 
     handler.__name__ = f"list_vm_{kind}"
     handler.__doc__ = (f"The VM's {kind}: the latest inventory, or with ?history=true every "
@@ -135,21 +156,6 @@ def get_task(task_id: int, user: User, db: Db) -> TaskStatus:
     """A task's status and, once done, its result."""
     with db.read() as session:
         return TaskStatus.model_validate(queries.get_scoped(session, user, Task, task_id))
-
-
-def _sensor_dicts(request: Request) -> Any:
-    beats = get_settings(request).offline_after_beats
-
-    def enrich(_session: Any, sensors: list[Sensor]) -> list[dict[str, Any]]:
-        now = utcnow()
-        out = []
-        for s in sensors:
-            d = {c: getattr(s, c) for c in SensorPublic.model_fields if hasattr(s, c)}
-            d["status"] = queries.sensor_status(s, now=now, offline_after_beats=beats)
-            out.append(SensorPublic.model_validate(d).model_dump())
-        return out
-
-    return enrich
 
 
 @router.get("/sensors", response_model=PageOf[SensorPublic])

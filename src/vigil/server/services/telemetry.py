@@ -37,6 +37,8 @@ def heartbeat(
         values["resources"] = res.model_dump()
     if beat.unreadable:
         values["unreadable"] = beat.unreadable
+    if beat.interval is not None:
+        values["heartbeat_interval"] = beat.interval
     session.execute(update(Sensor).where(Sensor.id == sensor.sensor_id).values(**values))
     session.execute(insert(Heartbeat).values(
         sensor_id=sensor.sensor_id, received_at=now, sent_at=beat.sent_at, seq=beat.seq,
