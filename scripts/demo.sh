@@ -24,17 +24,21 @@ if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   exit 1
 fi
 
+# Children run in their own sessions, so Ctrl-C reaches this script only and the cleanup
+# stops them in order: the sensor first (it says goodbye to the server), then the server.
 pids=()
 cleanup() {
   trap - INT TERM EXIT
   step "stopping"
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for ((i=${#pids[@]}-1; i>=0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
 }
 trap cleanup INT TERM EXIT
 
 step "starting vigil server on 127.0.0.1:$PORT"
-$VIGIL server --host 127.0.0.1 --port "$PORT" &
+setsid $VIGIL server --host 127.0.0.1 --port "$PORT" &
 pids+=($!)
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$PORT/api/v1/health" >/dev/null 2>&1 && break
@@ -47,7 +51,7 @@ if ! ls "$STATE"/credentials* >/dev/null 2>&1; then
   ARGS+=(--enroll-token "$($VIGIL token enroll --tenant default)")
 fi
 step "starting the guest sensor watching this machine"
-$VIGIL sensor guest "${ARGS[@]}" &
+setsid $VIGIL sensor guest "${ARGS[@]}" &
 pids+=($!)
 
 cat <<MSG

@@ -214,3 +214,32 @@ def test_event_time_filters(client: Any, world: Any) -> None:
     assert [e["username"] for e in got["items"]] == ["late"]
     got = client.get("/api/v1/events?until=2026-06-01T00:00:00Z", headers=world.h("acme")).json()
     assert [e["observed_at"] for e in got["items"]] == ["2026-01-01T08:00:00Z"]
+
+
+def test_a_vm_is_one_record_whichever_side_sees_it_first(client: Any, world: Any) -> None:
+    def enroll(**ids: str) -> dict[str, Any]:
+        tok = client.post("/api/v1/enrollment-tokens", headers=world.h("acme"),
+                          json={"tenant": "acme"}).json()["token"]
+        r = client.post("/api/v1/sensors/enroll", json={
+            "enroll_token": tok, "kind": "guest", "hostname": "web-2", **ids})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    smbios = "4c4c4544-0042-3510-8052-b4c04f4d4e31"
+    # an operator (or a host sensor) registers the VM first, by its SMBIOS UUID...
+    r = client.post("/api/v1/vms", headers=world.h("acme"),
+                    json={"name": "web-2", "smbios_uuid": smbios})
+    vm_id = r.json()["id"]
+    # ...then the guest sensor enrolls from inside and lands on that record
+    first = enroll(machine_id="ab" * 16, smbios_uuid=smbios.upper())
+    assert first["vm_id"] == vm_id
+    # a re-installed sensor on the same guest (same machine id) too
+    assert enroll(machine_id="ab" * 16)["vm_id"] == vm_id
+    # the same ids in another tenant are another VM
+    tok = client.post("/api/v1/enrollment-tokens", headers=world.h("globex"),
+                      json={"tenant": "globex"}).json()["token"]
+    other = client.post("/api/v1/sensors/enroll", json={
+        "enroll_token": tok, "kind": "guest", "hostname": "web-2", "machine_id": "ab" * 16}).json()
+    assert other["vm_id"] != vm_id
+    vms = client.get("/api/v1/vms", headers=world.h("acme")).json()["items"]
+    assert sum(1 for v in vms if v["name"] == "web-2") == 1

@@ -18,6 +18,14 @@ from vigil.server.services import auth, queries
 from vigil.server.services.auth import Principal
 
 router = APIRouter(include_in_schema=False)
+
+#: how the VM page sorts each inventory table
+_ORDER: dict[str, Any] = {
+    "processes": lambda d: d.get("pid") or 0,
+    "connections": lambda d: (d.get("proto", ""), d.get("lport") or 0, d.get("rport") or 0),
+    "listening": lambda d: (d.get("proto", ""), d.get("port") or 0),
+    "users": lambda d: d.get("name", ""),
+}
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 
 
@@ -117,9 +125,9 @@ def vm_page(vm_id: int, request: Request, db: Db) -> HTMLResponse:
         sensor_rows = [(s, queries.sensor_status(s, now=now, offline_after_beats=beats))
                        for s in sensors]
         inventory = {
-            kind: [row.data for row in session.scalars(
-                queries.inventory_query(vm, kind).order_by(queries.InventoryItem.key).limit(2000))]
-            for kind in ("processes", "connections", "listening", "users")
+            kind: sorted((row.data for row in session.scalars(
+                queries.inventory_query(vm, kind).limit(5000))), key=_ORDER[kind])
+            for kind in _ORDER
         }
         events = session.scalars(
             queries.events_query(principal, vm_id=vm.id).order_by(Event.seq.desc()).limit(50)
