@@ -125,11 +125,11 @@ async def fleet(port: int, tokens: list[str], interval: float, duration: float,
 
 
 def run(backend: str, *, sensors: int, interval: float, duration: float,
-        connections: int) -> dict[str, Any]:
-    with database(backend) as url, server(url) as srv:
+        connections: int, workers: int = 1) -> dict[str, Any]:
+    with database(backend) as url, server(url, workers=workers) as srv:
         tokens = seed_sensors(srv["db_url"], sensors)
         result = asyncio.run(fleet(srv["port"], tokens, interval, duration, connections))
-        return {"backend": backend, "sensors": sensors, "interval_s": interval,
+        return {"backend": backend, "workers": workers, "sensors": sensors, "interval_s": interval,
                 "duration_s": duration, **result}
 
 
@@ -140,11 +140,16 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    ap.add_argument("--pg-workers", type=int, default=2,
+                    help="also run PostgreSQL with this many server processes (0: skip)")
     args = ap.parse_args()
-    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
-    for b in backends:
-        print(json.dumps(run(b, sensors=args.sensors, interval=args.interval,
-                             duration=args.duration, connections=args.connections)), flush=True)
+    runs = [("sqlite", 1), ("postgresql", 1)] if args.backend == "both" else [(args.backend, 1)]
+    if args.pg_workers > 1 and args.backend in ("both", "postgresql"):
+        runs.append(("postgresql", args.pg_workers))
+    for backend, workers in runs:
+        print(json.dumps(run(backend, sensors=args.sensors, interval=args.interval,
+                             duration=args.duration, connections=args.connections,
+                             workers=workers)), flush=True)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def database(kind: str) -> Iterator[str | None]:
 
 
 @contextmanager
-def server(db_url: str | None, *, extra_env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+def server(db_url: str | None, *, extra_env: dict[str, str] | None = None,
+           workers: int = 1) -> Iterator[dict[str, Any]]:
     """A real `vigil server` (one uvicorn process), initialised, with an admin API token."""
     with tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp:
         home = Path(tmp) / "home"
@@ -48,7 +49,8 @@ def server(db_url: str | None, *, extra_env: dict[str, str] | None = None) -> It
                         "--admin-password-file", str(pw)], env=full_env, check=True,
                        capture_output=True)
         port = free_port()
-        proc = spawn([VIGIL, "server", "--port", str(port)], env=env, log=Path(tmp) / "log")
+        proc = spawn([VIGIL, "server", "--port", str(port), "--workers", str(workers)], env=env,
+                     log=Path(tmp) / "log")
         try:
             wait_http(f"http://127.0.0.1:{port}/api/v1/health")
             yield {"port": port, "home": home, "env": full_env, "pid": proc.pid,

@@ -97,3 +97,13 @@ def test_guest_sensor_needs_nothing_but_stdlib_and_psutil() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_several_workers_need_postgresql(tmp_path: Path) -> None:
+    env = {"VIGIL_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    (tmp_path / "pw").write_text("long enough password\n")
+    subprocess.run([VIGIL, "init", "--admin-email", "a@example.org", "--admin-password-file",
+                    str(tmp_path / "pw")], env=env, check=True, capture_output=True)
+    out = subprocess.run([VIGIL, "server", "--port", "1", "--workers", "2"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "PostgreSQL" in out.stderr

@@ -86,14 +86,29 @@ def cmd_server(args: argparse.Namespace) -> int:
     import uvicorn
 
     from vigil.config import Settings
+    from vigil.errors import ConfigError
     from vigil.server.app import create_app
+    from vigil.server.db.engine import Database
+    from vigil.server.db.migrate import upgrade
 
     settings = Settings()
     settings.secret_key  # noqa: B018 - fail now, with a clear message, when it is missing or unsafe
-    app = create_app(settings)
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if args.workers > 1 and settings.db_url.startswith("sqlite"):
+        raise ConfigError("several workers need PostgreSQL (VIGIL_DATABASE_URL): SQLite has one "
+                          "writer at a time, so they would only queue on its lock")
     print(f"vigil server: http://{args.host}:{args.port}/ (API docs at /docs)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log, timeout_graceful_shutdown=5)
+    common = {"host": args.host, "port": args.port, "log_level": args.log_level,
+              "access_log": args.access_log, "timeout_graceful_shutdown": 5}
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **common)
+    else:  # stateless processes sharing one PostgreSQL; migrate once, before they start
+        db = Database(settings.db_url)
+        upgrade(db.engine)
+        db.dispose()
+        uvicorn.run("vigil.server.app:create_worker_app", factory=True, workers=args.workers,
+                    **common)
     return 0
 
 
@@ -200,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="warning",
                    choices=["critical", "error", "warning", "info", "debug"], help="log level")
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes (default 1; more than one needs PostgreSQL)")
 
     token = add(sub, "token", lambda a: 2, "Create tokens (printed alone, for scripts).")
     tsub = token.add_subparsers(dest="token_command", required=True, metavar="KIND")

@@ -85,6 +85,11 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     return app
 
 
+def create_worker_app() -> FastAPI:
+    """One of several ``vigil server --workers N`` processes (the schema is migrated already)."""
+    return create_app(migrate=False)
+
+
 def _wants_html(request: Request) -> bool:
     return not request.url.path.startswith("/api/") and "text/html" in request.headers.get(
         "accept", "")

@@ -97,6 +97,7 @@ def test_malformed_batches_store_nothing(client: Any, world: Any) -> None:
         _batch([good], [{"id": str(uuid.uuid4()), "kind": "processes", "taken_at": _now(),
                          "full": True, "items": [{"key": "k", "pid": -5, "name": "x"}]}]),
         _batch([good, _event(message="x" * 10_000)]),
+        _batch([good, _event(id="NOT-A-UUID")]),
     ]
     for case in cases:
         kwargs = {"content": case} if isinstance(case, bytes) else {"json": case}

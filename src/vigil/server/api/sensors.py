@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from vigil.errors import AuthError
@@ -25,7 +25,7 @@ from vigil.protocol.models import (
     TaskResult,
 )
 from vigil.server.api.deps import Db, SensorAuth, bearer_token, client_ip, get_settings
-from vigil.server.services import auth, fleet, telemetry
+from vigil.server.services import fleet, telemetry
 from vigil.server.services.audit import Actor, audit
 
 router = APIRouter(tags=["sensors"])
@@ -48,8 +48,8 @@ def enroll(req: EnrollRequest, request: Request, db: Db) -> EnrollResponse:
         raise
 
 
-@router.post(HEARTBEAT_PATH)
-def heartbeat(beat: HeartbeatRequest, request: Request, db: Db) -> HeartbeatResponse:
+@router.post(HEARTBEAT_PATH, response_model=HeartbeatResponse)
+def heartbeat(beat: HeartbeatRequest, request: Request, db: Db) -> Response:
     """Record a heartbeat (with resource usage) and return the sensor's pending tasks.
 
     The sensor is authenticated inside the same transaction (one round trip to the database
@@ -59,9 +59,9 @@ def heartbeat(beat: HeartbeatRequest, request: Request, db: Db) -> HeartbeatResp
     if token is None:
         raise AuthError("sensor authentication required: send 'Authorization: Bearer <sensor token>'")
     with db.write() as session:
-        sensor = auth.sensor_for_token(session, token=token, client_ip=client_ip(request))
-        return telemetry.heartbeat(session, sensor=sensor, beat=beat,
-                                   interval=get_settings(request).heartbeat_interval)
+        answer = telemetry.heartbeat(session, token=token, client_ip=client_ip(request),
+                                     beat=beat, interval=get_settings(request).heartbeat_interval)
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | JSONResponse:

@@ -33,7 +33,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     if not url.startswith("postgresql"):
         raise ConfigError(f"unsupported database URL {url.split(':', 1)[0]!r}: use sqlite or postgresql")
-    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True, **kwargs)
+    # no pre-ping: it would cost a round trip per request; recycle connections instead
+    return create_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800, **kwargs)
 
 
 def _configure_sqlite(engine: Engine) -> None:

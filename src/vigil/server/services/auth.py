@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from vigil.errors import AuthError, Forbidden, InvalidInput, NotFound
@@ -158,6 +159,30 @@ def principal_for_api_token(session: Session, *, token: str, client_ip: str | No
     if user.disabled:
         raise AuthError("this user is disabled")
     return _principal(user, client_ip)
+
+
+def touch_sensor(session: Session, *, token: str, client_ip: str | None,
+                 values: dict[str, Any]) -> SensorPrincipal:
+    """Authenticate a sensor and update its row in one statement (the heartbeat's hot path).
+
+    The UPDATE returns the stored hash; a wrong secret or a revoked sensor raises, and the
+    caller's transaction rolls the update back.
+    """
+    parts = security.split_sensor_token(token)
+    if parts is None:
+        raise AuthError("not a sensor token")
+    row = session.connection().execute(
+        update(Sensor).where(Sensor.id == parts[0]).values(**values).returning(
+            Sensor.secret_hash, Sensor.revoked_at, Sensor.tenant_id, Sensor.kind, Sensor.vm_id,
+            Sensor.host_id)
+    ).first()
+    if row is None or not security.constant_time_equal(
+        row.secret_hash, security.token_hash(parts[1])
+    ):
+        raise AuthError("unknown sensor: enroll again with a new enrollment token")
+    if row.revoked_at is not None:
+        raise AuthError("this sensor was revoked: enroll again with a new enrollment token")
+    return SensorPrincipal(parts[0], row.tenant_id, row.kind, row.vm_id, row.host_id, client_ip)
 
 
 def sensor_for_token(session: Session, *, token: str, client_ip: str | None) -> SensorPrincipal:

@@ -18,29 +18,34 @@ from vigil.protocol.models import (
     TaskPublic,
     TaskResult,
 )
-from vigil.server.db.models import Heartbeat, InventoryItem, Sensor, Snapshot, Task, utcnow
+from vigil.server.db.models import Heartbeat, InventoryItem, Snapshot, Task, utcnow
 from vigil.server.services.audit import audit
-from vigil.server.services.auth import SensorPrincipal
+from vigil.server.services.auth import SensorPrincipal, touch_sensor
 
 _CHUNK = 500
 
 
 def heartbeat(
-    session: Session, *, sensor: SensorPrincipal, beat: HeartbeatRequest, interval: float
+    session: Session, *, token: str, client_ip: str | None, beat: HeartbeatRequest,
+    interval: float,
 ) -> HeartbeatResponse:
-    """Record a beat and hand out the sensor's pending tasks."""
+    """Authenticate, record a beat and hand out the sensor's pending tasks.
+
+    This is the call a whole fleet makes every few seconds: Core statements, one to
+    authenticate and update the sensor, one to keep the beat, one to look for tasks.
+    """
     now = utcnow()
     res = beat.resources
-    values: dict[str, Any] = {"last_seen_at": now}
-    values["stopped_at"] = now if beat.shutting_down else None
+    values: dict[str, Any] = {"last_seen_at": now, "stopped_at": now if beat.shutting_down else None}
     if res is not None:
         values["resources"] = res.model_dump()
     if beat.unreadable:
         values["unreadable"] = beat.unreadable
     if beat.interval is not None:
         values["heartbeat_interval"] = beat.interval
-    session.execute(update(Sensor).where(Sensor.id == sensor.sensor_id).values(**values))
-    session.execute(insert(Heartbeat).values(
+    sensor = touch_sensor(session, token=token, client_ip=client_ip, values=values)
+    conn = session.connection()
+    conn.execute(insert(Heartbeat).values(
         sensor_id=sensor.sensor_id, received_at=now, sent_at=beat.sent_at, seq=beat.seq,
         cpu_percent=res.cpu_percent if res else None, mem_used=res.mem_used if res else None,
         mem_total=res.mem_total if res else None, disk_used=res.disk_used if res else None,
@@ -48,18 +53,20 @@ def heartbeat(
         net_tx_bytes=res.net_tx_bytes if res else None, spool_backlog=beat.spool_backlog,
     ))
     tasks = []
-    if not beat.shutting_down:
-        rows = session.scalars(
-            select(Task).where(Task.sensor_id == sensor.sensor_id, Task.status == "pending")
-            .order_by(Task.id).limit(20)
-        ).all()
-        for task in rows:
-            task.status, task.sent_at = "sent", now
-            tasks.append(TaskPublic(id=task.id, kind=task.kind, params=task.params,  # type: ignore[arg-type]
-                                    created_at=task.created_at))
     if beat.shutting_down:
         audit(session, actor=sensor.actor, action="sensor.shutdown", target_type="sensor",
               target_id=sensor.sensor_id)
+    else:
+        pending = conn.execute(
+            select(Task.id, Task.kind, Task.params, Task.created_at)
+            .where(Task.sensor_id == sensor.sensor_id, Task.status == "pending")
+            .order_by(Task.id).limit(20)
+        ).all()
+        if pending:
+            conn.execute(update(Task).where(Task.id.in_([p.id for p in pending]))
+                         .values(status="sent", sent_at=now))
+            tasks = [TaskPublic(id=p.id, kind=p.kind, params=p.params, created_at=p.created_at)
+                     for p in pending]
     return HeartbeatResponse(server_time=now, heartbeat_interval=interval, tasks=tasks)
 
 
@@ -85,14 +92,19 @@ def _insert_events(session: Session, rows: list[tuple[Any, ...]]) -> int:
 
 
 def _db_time(value: datetime, sqlite: bool) -> Any:
-    value = value.astimezone(UTC)
-    if sqlite:  # SQLAlchemy's SQLite DATETIME text: "YYYY-MM-DD HH:MM:SS.ffffff"
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-    return value
+    if not sqlite:
+        return value
+    # SQLAlchemy's SQLite DATETIME text, "YYYY-MM-DD HH:MM:SS.ffffff" in UTC; sensors send UTC,
+    # so the common case is a slice of isoformat (this runs for every event of every batch)
+    text = value.isoformat(" ", "microseconds")
+    if text.endswith("+00:00"):
+        return text[:-6]
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _json(value: dict[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":")) if value else "{}"
+    # json.dumps with default arguments reuses one C encoder; custom separators build a new one
+    return json.dumps(value) if value else "{}"
 
 
 def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch) -> IngestAck:
@@ -103,7 +115,7 @@ def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch) -> 
     rows = []
     for ev in batch.events:
         rows.append((
-            str(ev.id),
+            ev.id,
             sensor.tenant_id, sensor.vm_id, sensor.sensor_id, ev.kind,
             _db_time(ev.observed_at, sqlite), received, ev.source, ev.message, ev.src_ip,
             ev.user, ev.pid, ev.path, _json(ev.data),
