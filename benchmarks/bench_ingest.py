@@ -116,7 +116,8 @@ def run(backend: str, *, events: int, batch: int, clients: int, rounds: int) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=100_000)
-    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=10_000,
+                    help="events per request (the guest sensor sends up to 20,000 when it drains a backlog)")
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
