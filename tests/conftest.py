@@ -177,3 +177,12 @@ def running_server(workdir: Path) -> Iterator[LiveServer]:
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     with running_server(tmp_path / "server") as srv:
         yield srv
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.harness.figures import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

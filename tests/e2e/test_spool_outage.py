@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import running_server
+from tests.harness.figures import report
 from tests.harness.procs import VIGIL, http, spawn, stop, wait_until
 from tests.harness.sshd import Sshd, have_sshd
 
@@ -92,7 +93,7 @@ def test_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
             time.sleep(5)
             again = Counter(e["username"] for e in _events(srv))
             assert again == per_user
-            print(f"outage {outage:.0f} s, {len(users)} failed logins during it, all delivered "
+            report(f"spool: outage {outage:.0f} s, {len(users)} failed logins during it, all delivered "
                   f"once {delivered:.1f} s after the restart")
     finally:
         stop(sensor)
