@@ -16,7 +16,9 @@ from sqlalchemy import Select
 from vigil.config import Settings
 from vigil.errors import AuthError, Forbidden
 from vigil.server.db.engine import Database
+from vigil.server.security import constant_time_equal, csrf_token
 from vigil.server.services import auth
+from vigil.server.services.audit import audit
 from vigil.server.services.auth import Principal, SensorPrincipal
 from vigil.server.services.queries import iterate, paginate
 
@@ -60,8 +62,6 @@ def current_user(request: Request) -> Principal:
             raise AuthError("authentication required: send 'Authorization: Bearer <API token>'")
         principal = auth.principal_for_session(session, token=cookie, client_ip=ip)
     if request.method not in SAFE_METHODS:
-        from vigil.server.security import constant_time_equal, csrf_token
-
         expected = csrf_token(request.app.state.settings.secret_key, cookie)
         if not constant_time_equal(request.headers.get(CSRF_HEADER, ""), expected):
             raise Forbidden("missing or wrong CSRF token: reload the page")
@@ -114,8 +114,6 @@ def list_response(
     if fmt == "csv":
         fields = csv_columns or list(schema.model_fields)
         if principal is not None:  # a data export is an action worth auditing (AU-2)
-            from vigil.server.services.audit import audit
-
             with db.write() as session:
                 audit(session, actor=principal.actor, action="export.csv", target_type=filename)
 

@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from vigil.errors import AuthError, Forbidden
 from vigil.server.api.deps import SESSION_COOKIE, Db, client_ip, get_settings
 from vigil.server.db.models import VM, Alert, Event, Host, Sensor, utcnow
 from vigil.server.security import constant_time_equal, csrf_token
 from vigil.server.services import auth, queries
+from vigil.server.services.audit import Actor, audit
 from vigil.server.services.auth import Principal
 
 router = APIRouter(include_in_schema=False)
@@ -57,8 +58,6 @@ def login(request: Request, db: Db, email: str = Form(...), password: str = Form
     except AuthError as exc:
         # the failed attempt was audited in its own transaction before the error
         with db.write() as session:
-            from vigil.server.services.audit import Actor, audit
-
             audit(session, actor=Actor("user", email[:254], None, client_ip(request)),
                   action="auth.login", outcome="failure")
         page = _render(request, "login.html", error=exc.message)
@@ -134,7 +133,7 @@ def vm_page(vm_id: int, request: Request, db: Db) -> HTMLResponse:
         ).all()
         host = session.get(Host, vm.host_id) if vm.host_id else None
         counts = {
-            kind: session.scalar(select(queries.func.count()).select_from(
+            kind: session.scalar(select(func.count()).select_from(
                 queries.inventory_query(vm, kind).subquery())) or 0
             for kind in queries.INVENTORY_KINDS
         }
