@@ -136,6 +136,7 @@ class LiveServer:
     env: dict[str, str]
     port: int
     log: Path
+    workers: int = 1
 
     def vigil(self, *args: str) -> str:
         out = subprocess.run([VIGIL, *args], env={**os.environ, **self.env}, check=True,
@@ -143,8 +144,8 @@ class LiveServer:
         return out.stdout.strip()
 
     def start(self) -> None:
-        self.proc = spawn([VIGIL, "server", "--host", "127.0.0.1", "--port", str(self.port)],
-                          env=self.env, log=self.log)
+        self.proc = spawn([VIGIL, "server", "--host", "127.0.0.1", "--port", str(self.port),
+                           "--workers", str(self.workers)], env=self.env, log=self.log)
         wait_http(self.url + "/api/v1/health")
 
     def stop(self) -> None:
@@ -152,19 +153,22 @@ class LiveServer:
 
 
 @contextmanager
-def running_server(workdir: Path) -> Iterator[LiveServer]:
-    """A real `vigil server` process on SQLite, initialised the way the README says."""
+def running_server(workdir: Path, *, database_url: str | None = None,
+                   workers: int = 1) -> Iterator[LiveServer]:
+    """A real `vigil server` process (SQLite unless given a URL), initialised like the README."""
     workdir.mkdir(parents=True, exist_ok=True)
     home = workdir / "vigil-home"
     pw = workdir / "pw.txt"
     pw.write_text("admin-password-1\n")
     env = {"VIGIL_HOME": str(home)}
+    if database_url:
+        env["VIGIL_DATABASE_URL"] = database_url
     subprocess.run([VIGIL, "init", "--admin-email", "admin@example.org",
                     "--admin-password-file", str(pw)], env={**os.environ, **env}, check=True,
                    capture_output=True)
     port = free_port()
     srv = LiveServer(f"http://127.0.0.1:{port}", home, "", None, env, port,  # type: ignore[arg-type]
-                     workdir / "server.log")
+                     workdir / "server.log", workers)
     srv.start()
     try:
         srv.admin_token = srv.vigil("token", "api", "--user", "admin@example.org")
