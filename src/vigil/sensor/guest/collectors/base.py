@@ -121,3 +121,28 @@ def create_collectors(context: CollectorContext, names: list[str] | None = None)
     if unknown:
         raise ValueError(f"unknown collectors: {', '.join(unknown)}")
     return [Collector.registry[name](context) for name in chosen]
+
+
+class BaselineCollector(Collector):
+    """A collector that compares files with a baseline kept in the state dir.
+
+    The baseline is read at start; a scan leaves its result in ``_pending``, and only
+    :meth:`commit` (called once the events are spooled) makes it the baseline on disk, so a
+    crash between the two re-reports rather than loses a change.
+    """
+
+    #: file name of the baseline in the state dir
+    state_file: ClassVar[str] = ""
+
+    def __init__(self, context: CollectorContext) -> None:
+        super().__init__(context)
+        saved = context.state.read_json(self.state_file)
+        files = saved.get("files") if isinstance(saved, dict) else None
+        self._baseline: dict[str, dict[str, Any]] | None = files if isinstance(files, dict) else None
+        self._pending: dict[str, dict[str, Any]] | None = None
+
+    def commit(self) -> None:
+        """Make the last scan the baseline."""
+        if self._pending is not None:
+            self._baseline, self._pending = self._pending, None
+            self.context.state.write_json(self.state_file, {"files": self._baseline})

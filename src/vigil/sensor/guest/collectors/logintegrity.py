@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from ..events import make_event
-from .base import Collector, CollectorContext
+from .base import BaselineCollector, CollectorContext
 from .files import HomeDirs, find_rotated, rotation_candidates
 
 STATE_FILE = "logintegrity.json"
@@ -41,20 +41,17 @@ JOURNAL_SHRINK_FLOOR = 1024 * 1024
 Entry = dict[str, Any]
 
 
-class LogIntegrityCollector(Collector):
+class LogIntegrityCollector(BaselineCollector):
     """log_truncated / _deleted / _replaced / _rotated / _linked_devnull events."""
 
     name = "logintegrity"
     produces = "events"
     interval_group = "fast"
+    state_file = STATE_FILE
 
     def __init__(self, context: CollectorContext) -> None:
         super().__init__(context)
         self.homes = HomeDirs(context.passwd_path)
-        saved = context.state.read_json(STATE_FILE)
-        files = saved.get("files") if isinstance(saved, dict) else None
-        self._baseline: dict[str, Entry] | None = files if isinstance(files, dict) else None
-        self._pending: dict[str, Entry] | None = None
         self._devnull: int | None
         try:
             self._devnull = os.stat("/dev/null").st_rdev
@@ -98,12 +95,6 @@ class LogIntegrityCollector(Collector):
         if current != previous:
             self._pending = current
         return events
-
-    def commit(self) -> None:
-        """Make the last observation the baseline."""
-        if self._pending is not None:
-            self._baseline, self._pending = self._pending, None
-            self.context.state.write_json(STATE_FILE, {"files": self._baseline})
 
     # --- observing -----------------------------------------------------------------------
 

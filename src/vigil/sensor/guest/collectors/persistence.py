@@ -17,7 +17,7 @@ from typing import Any
 
 from ..events import make_event
 from ..util import sha256_file
-from .base import Collector, CollectorContext
+from .base import BaselineCollector, CollectorContext
 from .files import HomeDirs
 
 STATE_FILE = "persistence.json"
@@ -78,20 +78,17 @@ def _lines(items: list[str]) -> list[str]:
     return [line[:MAX_LINE_CHARS] for line in items[:MAX_LINES]]
 
 
-class PersistenceCollector(Collector):
+class PersistenceCollector(BaselineCollector):
     """persistence_created / _modified / _deleted events for the watched paths."""
 
     name = "persistence"
     produces = "events"
     interval_group = "fast"
+    state_file = STATE_FILE
 
     def __init__(self, context: CollectorContext) -> None:
         super().__init__(context)
         self.homes = HomeDirs(context.passwd_path)
-        saved = context.state.read_json(STATE_FILE)
-        files = saved.get("files") if isinstance(saved, dict) else None
-        self._baseline: dict[str, dict[str, Any]] | None = files if isinstance(files, dict) else None
-        self._pending: dict[str, dict[str, Any]] | None = None
 
     def watched_paths(self) -> list[str]:
         """The roots to scan: the system paths and each home's start-up files."""
@@ -123,12 +120,6 @@ class PersistenceCollector(Collector):
         if self._baseline is None or events or current != previous:
             self._pending = current
         return events
-
-    def commit(self) -> None:
-        """Make the last scan the baseline."""
-        if self._pending is not None:
-            self._baseline, self._pending = self._pending, None
-            self.context.state.write_json(STATE_FILE, {"files": self._baseline})
 
     # --- scanning ------------------------------------------------------------------------
 
