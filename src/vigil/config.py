@@ -58,6 +58,26 @@ class Settings(BaseSettings):
     session_hours: float = 12.0
     max_batch_bytes: int = 16 * 1024 * 1024
     cookie_secure: bool = False
+    #: alerts on one VM this close together (minutes) fold into one incident
+    incident_window_minutes: float = Field(default=30.0, gt=0)
+    #: how often (seconds) the watchdog looks for sensors that went silent
+    watchdog_interval: float = Field(default=1.0, gt=0)
+    #: extra executable SHA-256s of remote-access tools, one per line (``#`` comments)
+    rat_hashes_file: Path | None = None
+    #: e-mail notifications: the SMTP relay and sender
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "vigil@localhost"
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    #: notification deliveries: attempts before giving up, first retry delay, longest delay
+    notify_max_attempts: int = Field(default=8, ge=1)
+    notify_retry_base: float = Field(default=2.0, gt=0)
+    notify_retry_cap: float = Field(default=300.0, gt=0)
+    #: how often (seconds) the notifier looks for due deliveries
+    notify_interval: float = Field(default=1.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -56,10 +56,26 @@ EVENT_KINDS: dict[str, str] = {
     "log_replaced": "a log or history file was replaced by another file (path)",
     "log_rotated": "a log file was rotated the usual way (path)",
     "log_linked_devnull": "a log or history file became a link to /dev/null (path)",
+    "decoy_connection": "a connection to a decoy listener (src_ip, data.decoy, data.port, data.payload)",
+    "decoy_login": "credentials tried on a decoy (src_ip, user, data.decoy, data.port, data.password)",
+    "canary_accessed": "a canary file was opened, changed or deleted (path, data.how, data.pid, data.process)",
     "sensor_started": "the sensor started (data.version, data.privileged, data.unreadable)",
     "sensor_stopping": "the sensor is shutting down cleanly",
     "collector_error": "a collector failed or cannot read what it needs (data.collector, data.error)",
 }
+
+#: Environment variables a process item reports (``ProcessItem.env``) when they are set: the
+#: ones attackers use to inject code or silence shell history. No other variable leaves the VM.
+SECURITY_ENV_VARS = (
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "HISTFILE",
+    "HISTSIZE",
+    "HISTFILESIZE",
+    "HISTCONTROL",
+    "HISTIGNORE",
+)
 
 USER_ROLES = ("admin", "csp", "cirt", "viewer")
 TASK_KINDS = ("live_query",)

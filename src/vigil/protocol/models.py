@@ -149,6 +149,15 @@ class ProcessItem(Item):
     stdio_sockets: Annotated[list[Annotated[int, Field(ge=0, le=2)]], Field(max_length=3)] = []
     cwd: Text | None = None
     terminal: Short | None = None
+    #: the remote end of a TCP/UDP socket on fd 0, 1 or 2 (unix sockets are not reported here)
+    stdio_raddr: IPAddress = None
+    stdio_rport: Port | None = None
+    #: the parent as it was when this process was seen (it may exit before the server looks)
+    parent_name: Short | None = None
+    parent_uid: Uid | None = None
+    parent_exe: Text | None = None
+    #: the variables of ``vigil.protocol.SECURITY_ENV_VARS`` that are set, and only those
+    env: Annotated[dict[Annotated[str, Field(max_length=32)], Text], Field(max_length=16)] = {}
 
 
 class ConnectionItem(Item):

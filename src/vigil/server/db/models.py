@@ -267,9 +267,10 @@ class Event(Base):
 
 
 class Incident(Base):
-    """Correlated alerts on one VM (filled by the detection engine)."""
+    """Alerts on one VM that follow each other within the correlation window."""
 
     __tablename__ = "incidents"
+    __table_args__ = (Index("ix_incidents_vm_last_seen", "vm_id", "last_seen"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id"))
@@ -279,11 +280,24 @@ class Incident(Base):
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None]
+    #: the observed time of its first and latest alert
+    first_seen: Mapped[datetime | None]
+    last_seen: Mapped[datetime | None]
+    #: ATT&CK tactics in kill-chain order, technique ids, attacker addresses
+    tactics: Mapped[list[Any]] = mapped_column(default=list)
+    techniques: Mapped[list[Any]] = mapped_column(default=list)
+    sources: Mapped[list[Any]] = mapped_column(default=list)
+    alert_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Alert(Base):
+    """What a detection rule raised, with the evidence that made it fire."""
+
     __tablename__ = "alerts"
-    __table_args__ = (Index("ix_alerts_tenant_id", "tenant_id", "id"),)
+    __table_args__ = (
+        Index("ix_alerts_tenant_id", "tenant_id", "id"),
+        UniqueConstraint("dedup_key", name="uq_alerts_dedup_key"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     vm_id: Mapped[int | None] = mapped_column(ForeignKey("vms.id"), index=True)
@@ -297,6 +311,68 @@ class Alert(Base):
     detected_at: Mapped[datetime] = mapped_column(default=utcnow)
     evidence: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), default="open")
+    #: why the rule fired, in one sentence
+    reason: Mapped[str] = mapped_column(Text, default="")
+    src_ip: Mapped[str | None] = mapped_column(String(45))
+    #: one alert per rule, scope and subject (e.g. a process), however often it is seen
+    dedup_key: Mapped[str] = mapped_column(String(512))
+
+
+class RuleState(Base):
+    """What a stateful rule remembers (windows, counters, baselines), shared by all workers."""
+
+    __tablename__ = "rule_state"
+    __table_args__ = (UniqueConstraint("rule_id", "scope", "key", name="uq_rule_state_key"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(64))
+    #: "vm:<id>" or "tenant:<id>"
+    scope: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    data: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: may be deleted after this time (windows that have passed)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class NotificationChannel(Base):
+    """Where a tenant's new alerts and incidents are sent (a webhook or e-mail addresses)."""
+
+    __tablename__ = "notification_channels"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # "webhook" | "email"
+    #: the webhook URL, or the e-mail recipients separated by commas
+    target: Mapped[str] = mapped_column(String(2000))
+    min_severity: Mapped[str] = mapped_column(String(16), default="high")
+    on_alerts: Mapped[bool] = mapped_column(Boolean, default=True)
+    on_incidents: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NotificationDelivery(Base):
+    """One message to one channel: written with the alert (outbox), sent and retried later."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Integer, index=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("notification_channels.id"), index=True)
+    #: "alert.created" | "incident.created" | "incident.updated"
+    event: Mapped[str] = mapped_column(String(32))
+    subject_type: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
 
 
 class Task(Base):
