@@ -16,6 +16,8 @@ from vigil.config import Settings
 from vigil.errors import AuthError, VigilError
 from vigil.server.db.engine import Database
 from vigil.server.db.migrate import upgrade
+from vigil.server.detect.engine import DetectionEngine
+from vigil.server.detect.watchdog import Watchdog
 
 PORTAL = Path(__file__).with_name("portal")
 
@@ -35,10 +37,18 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     db = db or Database(settings.db_url)
     if migrate:
         upgrade(db.engine)
+    detector = DetectionEngine(settings)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        db.dispose()
+        watchdog = Watchdog(db, detector, interval=settings.watchdog_interval,
+                            missed_beats=settings.offline_after_beats)
+        watchdog.start()
+        try:
+            yield
+        finally:
+            watchdog.stop()
+            db.dispose()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -49,6 +59,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     )
     app.state.settings = settings
     app.state.db = db
+    app.state.detector = detector
 
     from vigil.server.api import fleet, health, security_events, sensors
     from vigil.server.portal import views

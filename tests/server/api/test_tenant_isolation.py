@@ -58,7 +58,7 @@ def _seed(client: Any, world: Any) -> dict[str, dict[str, Any]]:
             s.flush()
             alert = Alert(tenant_id=tenant_id, vm_id=vm_id, incident_id=inc.id, rule_id="r",
                           title=f"alert {tenant}", severity="high", techniques=[], controls=[],
-                          observed_at=datetime.now(UTC), evidence={})
+                          observed_at=datetime.now(UTC), evidence={}, dedup_key=f"r|{tenant}")
             s.add(alert)
             s.flush()
             ids[tenant] = {"host_id": host_id, "vm_id": vm_id, "incident_id": inc.id,

@@ -6,7 +6,7 @@ Public models list their fields explicitly, so secrets and hashes cannot leak by
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -122,8 +122,11 @@ class AlertPublic(PublicModel):
     severity: str
     techniques: list[Any]
     controls: list[Any]
+    tactic: str
     observed_at: datetime
     detected_at: datetime
+    reason: str
+    src_ip: str | None
     evidence: dict[str, Any]
     status: str
 
@@ -138,6 +141,58 @@ class IncidentPublic(PublicModel):
     opened_at: datetime
     updated_at: datetime
     closed_at: datetime | None
+    first_seen: datetime | None
+    last_seen: datetime | None
+    tactics: list[str]
+    techniques: list[str]
+    sources: list[str]
+    alert_count: int
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    type: Literal["alert", "event"]
+    id: int | str
+    title: str
+    severity: str | None = None
+    techniques: list[str] = []
+    detail: dict[str, Any] = {}
+
+
+class IncidentDetail(IncidentPublic):
+    vm_name: str | None = None
+    alerts: list[AlertPublic]
+    timeline: list[TimelineEntry]
+
+
+class TechniquePublic(BaseModel):
+    id: str
+    name: str
+    tactics: list[str]
+    stix_id: str
+    url: str
+
+
+class RulePublic(BaseModel):
+    id: str
+    title: str
+    description: str
+    techniques: list[TechniquePublic]
+    tactic: str
+    severity: str
+    controls: list[str]
+    evidence_fields: list[str]
+    inputs: list[str]
+
+
+class AlertUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["open", "acknowledged", "closed", "false_positive"]
+
+
+class IncidentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["open", "investigating", "contained", "closed"]
 
 
 class TaskStatus(PublicModel):

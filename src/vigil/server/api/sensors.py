@@ -107,7 +107,8 @@ async def ingest(request: Request, sensor: SensorAuth, db: Db) -> Any:
 
     def store() -> IngestAck:
         with db.write() as session:
-            return telemetry.ingest(session, sensor=sensor, batch=batch)
+            return telemetry.ingest(session, sensor=sensor, batch=batch,
+                                    engine=request.app.state.detector)
 
     return await run_in_threadpool(store)
 

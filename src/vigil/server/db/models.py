@@ -311,6 +311,8 @@ class Alert(Base):
     detected_at: Mapped[datetime] = mapped_column(default=utcnow)
     evidence: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), default="open")
+    #: the ATT&CK tactic this step of the attack stands for (e.g. "initial-access")
+    tactic: Mapped[str] = mapped_column(String(32), default="")
     #: why the rule fired, in one sentence
     reason: Mapped[str] = mapped_column(Text, default="")
     src_ip: Mapped[str | None] = mapped_column(String(45))

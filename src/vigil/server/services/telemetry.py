@@ -18,7 +18,9 @@ from vigil.protocol.models import (
     TaskPublic,
     TaskResult,
 )
-from vigil.server.db.models import Heartbeat, InventoryItem, Snapshot, Task, utcnow
+from vigil.server.db.models import Event, Heartbeat, InventoryItem, Snapshot, Task, utcnow
+from vigil.server.detect.base import Change
+from vigil.server.detect.engine import DetectionEngine, facts_for_batch
 from vigil.server.services.audit import audit
 from vigil.server.services.auth import SensorPrincipal, touch_sensor
 
@@ -107,8 +109,33 @@ def _json(value: dict[str, Any]) -> str:
     return json.dumps(value) if value else "{}"
 
 
-def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch) -> IngestAck:
-    """Store a batch once: events and snapshots already stored (by UUID) are skipped."""
+def _event_fact(ev: Any) -> dict[str, Any]:
+    return {"id": ev.id, "kind": ev.kind, "observed_at": ev.observed_at, "source": ev.source,
+            "message": ev.message, "src_ip": ev.src_ip, "user": ev.user, "pid": ev.pid,
+            "path": ev.path, "data": ev.data}
+
+
+def _new_events(session: Session, batch: IngestBatch, engine: DetectionEngine, *, accepted: int,
+                total: int, sensor_id: str, received: Any) -> list[dict[str, Any]]:
+    """The events of the batch the rules must see: relevant kinds, stored just now."""
+    relevant = [ev for ev in batch.events if ev.kind in engine.event_kinds]
+    if not relevant or accepted == 0:
+        return []
+    if accepted < total:  # a batch partly sent before: only the events stored now count
+        fresh: set[str] = set()
+        ids = [ev.id for ev in relevant]
+        for i in range(0, len(ids), _CHUNK):
+            fresh.update(session.scalars(select(Event.uuid).where(
+                Event.uuid.in_(ids[i:i + _CHUNK]), Event.sensor_id == sensor_id,
+                Event.received_at == received)))
+        relevant = [ev for ev in relevant if ev.id in fresh]
+    return [_event_fact(ev) for ev in relevant]
+
+
+def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch,
+           engine: DetectionEngine | None = None) -> IngestAck:
+    """Store a batch once (events and snapshots already stored, by UUID, are skipped) and run
+    the detection rules on what is new, in the same transaction."""
     now = utcnow()
     sqlite = session.get_bind().dialect.name == "sqlite"
     received = _db_time(now, sqlite)
@@ -122,6 +149,7 @@ def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch) -> 
         ))
     # duplicates (a re-sent batch, a UUID twice) are skipped by the unique index on uuid
     accepted = _insert_events(session, rows) if rows else 0
+    changes: dict[str, list[Change]] = {}
     new_snaps = dup_snaps = 0
     for snap in batch.snapshots:
         if sensor.vm_id is None:
@@ -132,11 +160,20 @@ def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch) -> 
         added, changed, removed = apply_snapshot(
             session, vm_id=sensor.vm_id, kind=snap.kind, taken_at=snap.taken_at, full=snap.full,
             items=[item.model_dump(mode="json") for item in snap.items], removed=snap.removed,
+            changes=changes.setdefault(snap.kind, [])
+            if engine is not None and snap.kind in engine.inventory_kinds else None,
         )
         session.add(Snapshot(id=str(snap.id), vm_id=sensor.vm_id, sensor_id=sensor.sensor_id,
                              kind=snap.kind, full=snap.full, taken_at=snap.taken_at,
                              received_at=now, added=added, changed=changed, removed=removed))
         new_snaps += 1
+    if engine is not None:
+        events = _new_events(session, batch, engine, accepted=accepted, total=len(rows),
+                             sensor_id=sensor.sensor_id, received=now)
+        if events or any(changes.values()):
+            engine.run(session, facts_for_batch(
+                tenant_id=sensor.tenant_id, vm_id=sensor.vm_id, sensor_id=sensor.sensor_id,
+                events=events, changes={k: v for k, v in changes.items() if v}))
     ack = IngestAck(
         batch_id=batch.batch_id, accepted_events=accepted,
         duplicate_events=len(rows) - accepted, accepted_snapshots=new_snaps,
@@ -149,9 +186,12 @@ def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch) -> 
 
 def apply_snapshot(
     session: Session, *, vm_id: int, kind: str, taken_at: datetime, full: bool,
-    items: list[dict[str, Any]], removed: list[str],
+    items: list[dict[str, Any]], removed: list[str], changes: list[Change] | None = None,
 ) -> tuple[int, int, int]:
-    """Fold a snapshot into the current inventory; changed items keep their old version."""
+    """Fold a snapshot into the current inventory; changed items keep their old version.
+
+    ``changes``, when given, receives every added or changed item (for the rules).
+    """
     current = {
         row.key: row
         for row in session.scalars(
@@ -174,6 +214,9 @@ def apply_snapshot(
             n_changed += 1
         else:
             n_added += 1
+        if changes is not None:
+            changes.append(Change(item=item, old=old.data if old is not None else None,
+                                  taken_at=taken_at))
         new_rows.append({"vm_id": vm_id, "kind": kind, "key": key, "data": item,
                          "first_seen": taken_at, "removed_at": None})
     closing = [current[k].id for k in gone]

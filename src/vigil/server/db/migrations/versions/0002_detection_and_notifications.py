@@ -83,6 +83,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_notification_deliveries_tenant_id'), ['tenant_id'], unique=False)
 
     with op.batch_alter_table('alerts', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('tactic', sa.String(length=32), nullable=False, server_default=''))
         batch_op.add_column(sa.Column('reason', sa.Text(), nullable=False, server_default=''))
         batch_op.add_column(sa.Column('src_ip', sa.String(length=45), nullable=True))
         batch_op.add_column(sa.Column('dedup_key', sa.String(length=512), nullable=False))
@@ -116,6 +117,7 @@ def downgrade() -> None:
         batch_op.drop_column('dedup_key')
         batch_op.drop_column('src_ip')
         batch_op.drop_column('reason')
+        batch_op.drop_column('tactic')
 
     with op.batch_alter_table('notification_deliveries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_notification_deliveries_tenant_id'))
