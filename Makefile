@@ -8,7 +8,7 @@ export PIP_CACHE_DIR := $(CACHE)/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 # Debian packages the tests use for real: PostgreSQL, OpenSSH server, headless Chromium.
-APT_PACKAGES := postgresql openssh-server sshpass chromium fonts-dejavu-core procps iproute2 python3-psutil
+APT_PACKAGES := postgresql openssh-server sshpass chromium fonts-dejavu-core procps iproute2 python3-psutil netcat-openbsd socat
 
 .PHONY: help demo test test-fast lint bench system-deps venv clean
 

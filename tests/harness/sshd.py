@@ -17,7 +17,8 @@ SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/nul
 
 
 class Sshd:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, listen: tuple[str, ...] = ("127.0.0.1",)) -> None:
+        self.listen = listen
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -33,7 +34,9 @@ class Sshd:
         shutil.copy(self.dir / "userkey.pub", self.dir / "authorized_keys")
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         (self.dir / "sshd_config").write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.dir / 'hostkey'}\n"
+            f"Port {self.port}\n"
+            + "".join(f"ListenAddress {address}\n" for address in self.listen)
+            + f"HostKey {self.dir / 'hostkey'}\n"
             f"PidFile {self.dir / 'sshd.pid'}\nAuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
             "StrictModes no\nUsePAM no\nPasswordAuthentication yes\n"
             "PermitRootLogin prohibit-password\nLogLevel INFO\nMaxStartups 100\n"
