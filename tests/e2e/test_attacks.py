@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.conftest import LiveServer, running_server
 from tests.harness.attacker import Attacker
 from tests.harness.figures import report

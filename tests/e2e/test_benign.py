@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.conftest import running_server
 from tests.harness.attacker import REPO, Attacker
 from tests.harness.figures import report
