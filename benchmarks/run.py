@@ -11,6 +11,7 @@ BENCHES = [
     ["bench_ingest.py", "--backend", "both"],
     ["bench_heartbeats.py", "--backend", "both"],
     ["bench_sensor_footprint.py"],
+    ["bench_detection.py"],
 ]
 
 

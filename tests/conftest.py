@@ -154,13 +154,13 @@ class LiveServer:
 
 @contextmanager
 def running_server(workdir: Path, *, database_url: str | None = None,
-                   workers: int = 1) -> Iterator[LiveServer]:
+                   workers: int = 1, env: dict[str, str] | None = None) -> Iterator[LiveServer]:
     """A real `vigil server` process (SQLite unless given a URL), initialised like the README."""
     workdir.mkdir(parents=True, exist_ok=True)
     home = workdir / "vigil-home"
     pw = workdir / "pw.txt"
     pw.write_text("admin-password-1\n")
-    env = {"VIGIL_HOME": str(home)}
+    env = {"VIGIL_HOME": str(home), **(env or {})}
     if database_url:
         env["VIGIL_DATABASE_URL"] = database_url
     subprocess.run([VIGIL, "init", "--admin-email", "admin@example.org",

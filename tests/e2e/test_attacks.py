@@ -29,6 +29,7 @@ from tests.harness.pgcluster import free_port
 from tests.harness.procs import VIGIL, http, spawn, stop, wait_until
 from tests.harness.sshd import Sshd, have_sshd
 from tests.harness.victim import WORDLIST, Victim
+from tests.server.notify.helpers import Inbox, Receiver, serving_receiver, smtp_inbox
 
 pytestmark = pytest.mark.skipif(not have_sshd() or not shutil.which("nc"),
                                 reason="needs root, sshd, sshpass and nc (make test)")
@@ -44,6 +45,10 @@ class Lab:
         self.decoy_ssh, self.decoy_http, self.canary = decoy_ssh, decoy_http, canary
         self.latencies: dict[str, list[float]] = {}
         self.cleanup: list[Path] = []
+        self.hook: Receiver | None = None
+        self.inbox: Inbox | None = None
+        #: alerts on what ran on this machine before the attack (not the attack's doing)
+        self.before: set[int] = set()
 
     def alerts(self, **params: Any) -> list[dict[str, Any]]:
         query = "&".join(f"{k}={v}" for k, v in params.items())
@@ -77,12 +82,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     scratch.mkdir()
     scratch.chmod(0o1777)  # world-writable like /tmp: the attacker drops files here
     cleanup: list[Path] = []
-    with Victim(tag) as victim, Attacker(1) as atk:
+    smtp_port = free_port()
+    mail = {"VIGIL_SMTP_HOST": "127.0.0.1", "VIGIL_SMTP_PORT": str(smtp_port),
+            "VIGIL_SMTP_FROM": "vigil@example.org", "VIGIL_NOTIFY_INTERVAL": "0.2"}
+    with Victim(tag) as victim, Attacker(1) as atk, serving_receiver() as hook, \
+            smtp_inbox(smtp_port) as inbox:
         victim.write(".bash_history", "ls\ncd /srv\nvi notes.txt\n" * 20)
         sshd = Sshd(base / "sshd", listen=("127.0.0.1", atk.host_ip)).start()
         sensor = None
         try:
-            with running_server(base / "server") as srv:
+            with running_server(base / "server", env=mail) as srv:
+                _channels(srv, hook)
                 enroll = srv.vigil("token", "enroll", "--tenant", "default")
                 decoy_ssh, decoy_http = free_port(), free_port()
                 canary = base / "decoys" / "aws-credentials"
@@ -93,9 +103,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                                log=base / "sensor.log")
                 lab = Lab(srv, sshd, atk, victim, base, scratch, decoy_ssh, decoy_http, canary)
                 lab.cleanup = cleanup
+                lab.hook, lab.inbox = hook, inbox
                 wait_until(lambda: _events(lab, "sensor_started"), timeout=30, what="the sensor")
                 wait_until(canary.exists, timeout=10, what="the canary file")
                 time.sleep(3)  # let every baseline (history, persistence paths) be taken
+                lab.before = {a["id"] for a in lab.alerts()}
                 yield lab
                 _report(lab)
         finally:
@@ -104,6 +116,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             for path in cleanup:
                 path.unlink(missing_ok=True)
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _channels(srv: LiveServer, hook: Receiver) -> None:
+    """A webhook for high and critical alerts and incidents, e-mail for incidents."""
+    status, body = http("POST", f"{srv.url}/api/v1/notifications/channels", token=srv.admin_token,
+                        body={"name": "soc", "kind": "webhook", "target": hook.url,
+                              "tenant": "default", "min_severity": "high"})
+    assert status == 201, body
+    hook.secrets.append(body["signing_secret"])
+    status, body = http("POST", f"{srv.url}/api/v1/notifications/channels", token=srv.admin_token,
+                        body={"name": "cirt-mail", "kind": "email", "target": "cirt@example.org",
+                              "tenant": "default", "min_severity": "high", "on_alerts": False})
+    assert status == 201, body
 
 
 def _events(lab: Lab, kind: str) -> list[dict[str, Any]]:
@@ -280,7 +305,7 @@ def test_decoys_and_canary(lab: Lab) -> None:
 
 
 def test_everything_is_one_incident(lab: Lab) -> None:
-    alerts = lab.alerts()
+    alerts = [a for a in lab.alerts() if a["id"] not in lab.before]
     assert {a["incident_id"] for a in alerts} and len({a["incident_id"] for a in alerts}) == 1
     status, incident = http("GET", f"{lab.srv.url}/api/v1/incidents/{alerts[0]['incident_id']}",
                             token=lab.srv.admin_token)
@@ -296,3 +321,27 @@ def test_everything_is_one_incident(lab: Lab) -> None:
                      "privilege-escalation", "ld-preload-injection", "fileless-execution",
                      "persistence", "remote-access-tool", "log-clearing", "history-disabled",
                      "decoy-connection", "decoy-login", "canary-file"}
+
+
+def test_notifications_were_sent(lab: Lab) -> None:
+    """Every high or critical alert reached the webhook, signed; the incident was e-mailed."""
+    assert lab.hook is not None and lab.inbox is not None
+    loud = {a["id"] for a in lab.alerts() if a["severity"] in ("high", "critical")
+            and a["id"] not in lab.before}
+
+    def alerts_hooked() -> set[int]:
+        return {r.json["subject"]["id"] for r in lab.hook.requests  # type: ignore[union-attr]
+                if r.json["event"] == "alert.created"}
+
+    wait_until(lambda: loud <= alerts_hooked(), timeout=30, what="the webhooks")
+    assert all(r.signed for r in lab.hook.requests)
+    events = {r.json["event"] for r in lab.hook.requests}
+    assert {"alert.created", "incident.created"} <= events
+    (mail, *_) = lab.inbox.wait_for(1, timeout=30)
+    text = mail.content.decode(errors="replace")
+    assert "cirt@example.org" in mail.rcpt_tos and "[Vigil" in text
+    status, body = http("GET", f"{lab.srv.url}/api/v1/notifications/deliveries?limit=1000",
+                        token=lab.srv.admin_token)
+    assert status == 200 and all(d["status"] == "delivered" for d in body["items"])
+    report(f"notifications: {len(lab.hook.requests)} signed webhooks, "
+           f"{len(lab.inbox.envelopes)} e-mails, every delivery delivered")

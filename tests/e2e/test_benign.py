@@ -88,7 +88,7 @@ def quiet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                                 str(sshd.log), "--no-decoys"], log=base / "sensor.log")
                 wait_until(lambda: _alerts(srv) is not None and _vms(srv), timeout=30,
                            what="the sensor")
-                time.sleep(3)  # baselines
+                time.sleep(3)  # baselines, and the first look at what already runs here
                 yield {"srv": srv, "sshd": sshd, "user": user, "net": net, "base": base,
                        "tag": tag}
         finally:
@@ -108,6 +108,9 @@ def _alerts(srv: Any) -> list[dict[str, Any]] | None:
 
 def test_benign_workload_raises_nothing_high(quiet: dict[str, Any]) -> None:
     srv, sshd, user, net, base = (quiet[k] for k in ("srv", "sshd", "user", "net", "base"))
+    # what this machine already ran before the workload is not the workload's doing (e.g. a
+    # sandbox's tool runner executing from a sealed memfd is, rightly, fileless execution)
+    before = {a["id"]: (a["rule_id"], a["reason"]) for a in _alerts(srv) or []}
     # correct SSH logins, by password and by key
     for _ in range(3):
         subprocess.run(["sshpass", "-p", user.password, "ssh", *SSH_OPTS, "-p", str(sshd.port),
@@ -157,9 +160,10 @@ def test_benign_workload_raises_nothing_high(quiet: dict[str, Any]) -> None:
     shell.send(b"exit\n")
     client.close()
     time.sleep(8)  # more than a process interval and a fast interval: everything is in
-    alerts = _alerts(srv) or []
+    alerts = [a for a in _alerts(srv) or [] if a["id"] not in before]
     loud = [(a["rule_id"], a["severity"], a["reason"]) for a in alerts
             if a["severity"] in ("high", "critical")]
     assert loud == []
     quiet_ones = sorted({(a["rule_id"], a["severity"]) for a in alerts})
-    report(f"benign workload: {len(alerts)} alerts, none high or critical ({quiet_ones})")
+    report(f"benign workload: {len(alerts)} alerts, none high or critical ({quiet_ones}); "
+           f"{len(before)} raised on what ran here before it: {sorted(set(before.values()))}")

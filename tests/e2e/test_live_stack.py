@@ -49,7 +49,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         with running_server(base / "server") as srv:
             enroll = srv.vigil("token", "enroll", "--tenant", "default")
             state = base / "sensor-state"
-            sensor = spawn([VIGIL, "sensor", "guest", "--server", srv.url, "--enroll-token", enroll,
+            sensor = spawn([VIGIL, "sensor", "guest", "--no-decoys", "--server", srv.url,
+                            "--enroll-token", enroll,
                             "--state-dir", str(state), "--log", str(sshd.log),
                             "--heartbeat-interval", "1"], log=base / "sensor.log")
             st = Stack(srv, sshd, sensor, state)
@@ -222,7 +223,8 @@ def test_clean_shutdown_is_not_offline(stack: Stack) -> None:
 def test_killed_sensor_is_offline_after_three_missed_beats(stack: Stack, tmp_path: Path) -> None:
     """A sensor that dies without a word (SIGKILL) shows offline after 3 intervals."""
     enroll = stack.srv.vigil("token", "enroll", "--tenant", "default")
-    sensor = spawn([VIGIL, "sensor", "guest", "--server", stack.srv.url, "--enroll-token", enroll,
+    sensor = spawn([VIGIL, "sensor", "guest", "--no-decoys", "--server", stack.srv.url,
+                    "--enroll-token", enroll,
                     "--state-dir", str(tmp_path / "state2"), "--heartbeat-interval", "1"],
                    log=tmp_path / "sensor2.log")
     try:
@@ -242,3 +244,14 @@ def test_killed_sensor_is_offline_after_three_missed_beats(stack: Stack, tmp_pat
     took = time.monotonic() - t0
     assert took <= 5
     report(f"a SIGKILLed sensor (1 s beats) shown offline {took:.1f} s after it died")
+
+    def silence() -> list[dict[str, Any]]:
+        return [a for a in stack.items("/api/v1/alerts?rule_id=sensor-silence")
+                if a["evidence"]["heartbeat_interval"] == 1.0]
+
+    (alert,) = wait_until(silence, timeout=15, what="the sensor-silence alert")
+    alerted = time.monotonic() - t0
+    assert alert["severity"] == "high" and alert["techniques"] == ["T1562.001"]
+    assert alerted <= 5
+    report(f"a SIGKILLed sensor (1 s beats) raised 'sensor stopped or killed' {alerted:.1f} s "
+           "after it died (3 missed beats = 3 s)")

@@ -22,7 +22,8 @@ def test_two_workers_on_postgresql(tmp_path: Path, pg_cluster: Any) -> None:
     url = pg_cluster.createdb(f"procs_{os.getpid()}")
     with running_server(tmp_path / "server", database_url=url, workers=2) as srv:
         enroll = srv.vigil("token", "enroll", "--tenant", "default")
-        sensor = spawn([VIGIL, "sensor", "guest", "--server", srv.url, "--enroll-token", enroll,
+        sensor = spawn([VIGIL, "sensor", "guest", "--no-decoys", "--server", srv.url,
+                        "--enroll-token", enroll,
                         "--state-dir", str(tmp_path / "state"), "--heartbeat-interval", "1"],
                        log=tmp_path / "sensor.log")
         proc = subprocess.Popen(["sleep", "5151.5"])

@@ -45,7 +45,7 @@ def test_outage_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     try:
         with running_server(tmp_path / "server") as srv:
             enroll = srv.vigil("token", "enroll", "--tenant", "default")
-            sensor = spawn([VIGIL, "sensor", "guest", "--server", srv.url, "--enroll-token",
+            sensor = spawn([VIGIL, "sensor", "guest", "--no-decoys", "--server", srv.url, "--enroll-token",
                             enroll, "--state-dir", str(tmp_path / "state"), "--log",
                             str(sshd.log), "--heartbeat-interval", "1"],
                            log=tmp_path / "sensor.log")

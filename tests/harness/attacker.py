@@ -48,9 +48,9 @@ class Attacker:
         try:
             ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
             ip("link", "set", self.ns_if, "netns", self.ns)
-            ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+            ip("addr", "add", f"{self.host_ip}/24", "dev", self.host_if)
             ip("link", "set", self.host_if, "up")
-            ip("-n", self.ns, "addr", "add", f"{self.ip}/30", "dev", self.ns_if)
+            ip("-n", self.ns, "addr", "add", f"{self.ip}/24", "dev", self.ns_if)
             ip("-n", self.ns, "link", "set", self.ns_if, "up")
             ip("-n", self.ns, "link", "set", "lo", "up")
         except BaseException:
@@ -61,6 +61,13 @@ class Attacker:
     def __exit__(self, *exc: object) -> None:
         subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+
+    def add_source(self, n: int) -> str:
+        """Another address of the attacker (a new source for each run of a benchmark)."""
+        address = self.ip.rsplit(".", 1)[0] + f".{10 + n % 240}"
+        subprocess.run(["ip", "-n", self.ns, "addr", "add", f"{address}/24", "dev", self.ns_if],
+                       check=True, capture_output=True)
+        return address
 
     def command(self, *args: str) -> list[str]:
         """The command line that runs this module's ``args`` inside the namespace."""
@@ -83,6 +90,14 @@ class Attacker:
 # --- tools, run inside the namespace ------------------------------------------------------
 
 
+SOURCE: str | None = None  # the address tools connect from (--source)
+
+
+def connect(host: str, port: int) -> socket.socket:
+    source = (SOURCE, 0) if SOURCE else None
+    return socket.create_connection((host, port), timeout=10, source_address=source)
+
+
 def bruteforce(host: str, port: int, user: str, wordlist: list[str]) -> str | None:
     """Guess ``user``'s password over SSH; returns it, printing each attempt."""
     import paramiko
@@ -92,7 +107,8 @@ def bruteforce(host: str, port: int, user: str, wordlist: list[str]) -> str | No
         client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
             client.connect(host, port=port, username=user, password=password, timeout=10,
-                           allow_agent=False, look_for_keys=False, banner_timeout=10)
+                           allow_agent=False, look_for_keys=False, banner_timeout=10,
+                           sock=connect(host, port))
         except paramiko.AuthenticationException:
             say(action="ssh-guess", user=user, password=password, ok=False)
             continue
@@ -110,7 +126,7 @@ def ssh_exec(host: str, port: int, user: str, password: str, commands: list[str]
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     client.connect(host, port=port, username=user, password=password, timeout=10,
-                   allow_agent=False, look_for_keys=False)
+                   allow_agent=False, look_for_keys=False, sock=connect(host, port))
     say(action="ssh-login", user=user)
     try:
         for command in commands:
@@ -167,7 +183,7 @@ def listen(port: int, count: int, mark: str, hold: float) -> None:
 
 
 def probe_ssh(host: str, port: int) -> None:
-    with socket.create_connection((host, port), timeout=10) as conn:
+    with connect(host, port) as conn:
         banner = conn.recv(256).decode(errors="replace").strip()
         conn.sendall(b"SSH-2.0-Go\r\n")
         time.sleep(0.3)
@@ -176,7 +192,7 @@ def probe_ssh(host: str, port: int) -> None:
 
 def probe_http(host: str, port: int, user: str, password: str) -> None:
     body = urllib.parse.urlencode({"username": user, "password": password}).encode()
-    with socket.create_connection((host, port), timeout=10) as conn:
+    with connect(host, port) as conn:
         conn.sendall(f"POST /login HTTP/1.1\r\nHost: {host}\r\nContent-Type: "
                      f"application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n"
                      "Connection: close\r\n\r\n".encode() + body)
@@ -185,7 +201,9 @@ def probe_http(host: str, port: int, user: str, password: str) -> None:
 
 
 def main() -> None:
+    global SOURCE
     parser = argparse.ArgumentParser(prog="attacker")
+    parser.add_argument("--source", help="connect from this address of the namespace")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("bruteforce")
     p.add_argument("host")
@@ -212,6 +230,7 @@ def main() -> None:
     p.add_argument("user")
     p.add_argument("password")
     args = parser.parse_args()
+    SOURCE = args.source
     if args.cmd == "bruteforce":
         words = Path(args.wordlist).read_text().split()
         if bruteforce(args.host, args.port, args.user, words) is None:

@@ -58,7 +58,8 @@ EVENT_KINDS: dict[str, str] = {
     "log_linked_devnull": "a log or history file became a link to /dev/null (path)",
     "decoy_connection": "a connection to a decoy listener (src_ip, data.decoy, data.port, data.payload)",
     "decoy_login": "credentials tried on a decoy (src_ip, user, data.decoy, data.port, data.password)",
-    "canary_accessed": "a canary file was opened, changed or deleted (path, data.how, data.pid, data.process)",
+    "canary_accessed": "a canary file was opened, changed or deleted "
+    "(path, data.how, data.pid, data.process)",
     "sensor_started": "the sensor started (data.version, data.privileged, data.unreadable)",
     "sensor_stopping": "the sensor is shutting down cleanly",
     "collector_error": "a collector failed or cannot read what it needs (data.collector, data.error)",

@@ -18,6 +18,8 @@ from vigil.server.db.engine import Database
 from vigil.server.db.migrate import upgrade
 from vigil.server.detect.engine import DetectionEngine
 from vigil.server.detect.watchdog import Watchdog
+from vigil.server.notify.dispatcher import Notifier
+from vigil.server.services.notifications import notify_detection
 
 PORTAL = Path(__file__).with_name("portal")
 
@@ -37,16 +39,20 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     db = db or Database(settings.db_url)
     if migrate:
         upgrade(db.engine)
-    detector = DetectionEngine(settings)
+    detector = DetectionEngine(settings, notify=notify_detection)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         watchdog = Watchdog(db, detector, interval=settings.watchdog_interval,
                             missed_beats=settings.offline_after_beats)
         watchdog.start()
+        notifier = Notifier(db, settings)
+        notifier.start()
+        _app.state.notifier = notifier
         try:
             yield
         finally:
+            notifier.stop()
             watchdog.stop()
             db.dispose()
 
@@ -61,13 +67,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None,
     app.state.db = db
     app.state.detector = detector
 
-    from vigil.server.api import fleet, health, security_events, sensors
+    from vigil.server.api import fleet, health, notifications, security_events, sensors
     from vigil.server.portal import views
 
     app.include_router(health.router)
     app.include_router(sensors.router)
     app.include_router(fleet.router)
     app.include_router(security_events.router)
+    app.include_router(notifications.router)
     app.include_router(views.router)
     app.mount("/static", StaticFiles(directory=PORTAL / "static"), name="static")
 

@@ -16,7 +16,7 @@ from vigil.sensor.guest.collectors import Collector, CollectorContext, create_co
 from vigil.sensor.guest.collectors.connections import ConnectionsCollector
 from vigil.sensor.guest.collectors.listening import ListeningCollector
 from vigil.sensor.guest.collectors.packages import PackagesCollector, parse_dpkg_status
-from vigil.sensor.guest.collectors.processes import ProcessesCollector
+from vigil.sensor.guest.collectors.processes import ProcessesCollector, security_env
 from vigil.sensor.guest.collectors.resources import ResourcesCollector
 from vigil.sensor.guest.collectors.services import ServicesCollector, parse_list_units
 from vigil.sensor.guest.collectors.socket_table import (
@@ -80,6 +80,10 @@ def test_reverse_shell_like_process_is_seen_with_socket_stdio_and_its_connection
         (item,) = _find(items, pid=child.pid)
         real = os.path.realpath(shutil.which("sleep"))
         assert item["stdio_sockets"] == [0, 1]
+        assert (item["stdio_raddr"], item["stdio_rport"]) == ("127.0.0.1", listener.getsockname()[1])
+        assert item["parent_name"] == psutil.Process().name()
+        assert item["parent_uid"] == os.getuid()
+        assert item["parent_exe"] == os.path.realpath(psutil.Process().exe())
         assert item["exe"] == real
         assert item["sha256"] == _sha256(real)
         assert item["exe_deleted"] is False
@@ -104,6 +108,38 @@ def test_reverse_shell_like_process_is_seen_with_socket_stdio_and_its_connection
         child.wait()
         server_side.close()
         listener.close()
+
+
+def test_unix_socket_stdio_has_no_peer_and_only_security_env_vars_leave(context):
+    """A unix socket on stdio is a socket but has no remote address; the environment is filtered."""
+    left, right = socket.socketpair()
+    env = {
+        "PATH": os.environ["PATH"],
+        "LD_PRELOAD": "/tmp/evil.so",
+        "HISTFILE": "/dev/null",
+        "AWS_SECRET_ACCESS_KEY": "must-not-leave",
+        "LD_AUDIT": "x" * 5000,
+    }
+    child = subprocess.Popen(["sleep", "30"], stdin=left, env=env)
+    left.close()
+    try:
+        collector = ProcessesCollector(context)
+        (item,) = _find(collector.collect(), pid=child.pid)
+        assert item["stdio_sockets"] == [0]
+        assert item["stdio_raddr"] is None and item["stdio_rport"] is None
+        assert item["env"] == {"LD_PRELOAD": "/tmp/evil.so", "HISTFILE": "/dev/null", "LD_AUDIT": "x" * 1024}
+        (mine,) = _find(collector.collect(), pid=os.getpid())
+        assert set(mine["env"]) <= {"LD_LIBRARY_PATH", "LD_PRELOAD", "HISTFILE", "HISTSIZE"}
+    finally:
+        child.kill()
+        child.wait()
+        right.close()
+
+
+def test_environ_parsing_is_cheap_and_exact():
+    assert security_env(b"PATH=/bin\0HOME=/root\0") == {}
+    raw = b"XLD_PRELOAD=no\0LD_PRELOAD=yes\0HISTSIZE=0\0HISTSIZEX=1\0"
+    assert security_env(raw) == {"LD_PRELOAD": "yes", "HISTSIZE": "0"}
 
 
 def test_deleted_executable_is_flagged_and_still_hashed(context, tmp_path):

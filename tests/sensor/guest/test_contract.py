@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
 import uuid
 
 import pytest
@@ -20,6 +23,7 @@ from vigil.sensor.guest.collectors import CollectorContext, create_collectors
 from vigil.sensor.guest.collectors.logintegrity import LogIntegrityCollector
 from vigil.sensor.guest.collectors.persistence import PersistenceCollector
 from vigil.sensor.guest.collectors.services import parse_list_units
+from vigil.sensor.guest.decoys import Decoys, DecoySettings
 from vigil.sensor.guest.diff import SnapshotDiffer
 from vigil.sensor.guest.events import make_event
 from vigil.sensor.guest.hostinfo import enroll_request
@@ -98,6 +102,34 @@ def _machine_events(tmp_path) -> list[dict]:
     return events
 
 
+def _decoy_events(tmp_path) -> list[dict]:
+    """decoy_connection, decoy_login and canary_accessed from real clients and a real cat."""
+    state = StateDir(tmp_path / "dstate")
+    state.ensure()
+    events: list[dict] = []
+    canary = tmp_path / "canary" / "credentials"
+    settings = DecoySettings(bind="127.0.0.1", ssh_port=0, http_port=0, canaries=[str(canary)])
+    decoys = Decoys(settings, state, events.append)
+    decoys.start()
+    try:
+        with socket.create_connection(("127.0.0.1", decoys.ports["ssh"]), timeout=5) as client:
+            client.recv(256)
+            client.sendall(b"SSH-2.0-libssh_0.9.6\r\n")
+            client.recv(256)
+        body = b"username=admin&password=admin"
+        with socket.create_connection(("127.0.0.1", decoys.ports["http"]), timeout=5) as client:
+            client.sendall(b"POST /login HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            while client.recv(65536):
+                pass
+        subprocess.run(["cat", str(canary)], stdout=subprocess.DEVNULL, check=True)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e["kind"] == "canary_accessed" for e in events):
+            time.sleep(0.05)
+    finally:
+        decoys.stop()
+    return events
+
+
 @pytest.fixture
 def produced(tmp_path):
     state = StateDir(tmp_path / "state")
@@ -121,6 +153,7 @@ def produced(tmp_path):
         sample = "ssh.service loaded active running OpenBSD Secure Shell server\n"
         snapshots["services"] = differ.diff("services", parse_list_units(sample))
     events.extend(_machine_events(tmp_path))
+    events.extend(_decoy_events(tmp_path))
     collectors[0].report("a test of the error path", "nothing wrong")
     events.extend(collectors[0].take_events())
     sensor = GuestSensor(SensorConfig(server="http://127.0.0.1:9", state_dir=tmp_path / "state"))

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from vigil.server.db.models import Alert, Host, Incident
+from vigil.server.db.models import Alert, Host, Incident, NotificationChannel
+from vigil.server.services import notifications
 
 
 def _now() -> str:
@@ -61,8 +62,16 @@ def _seed(client: Any, world: Any) -> dict[str, dict[str, Any]]:
                           observed_at=datetime.now(UTC), evidence={}, dedup_key=f"r|{tenant}")
             s.add(alert)
             s.flush()
+            channel = NotificationChannel(tenant_id=tenant_id, name=f"hook-{tenant}",
+                                          kind="webhook", target=f"http://127.0.0.1:9/{tenant}",
+                                          min_severity="low")
+            s.add(channel)
+            s.flush()
+            notifications.enqueue(s, tenant_id=tenant_id, event="alert.created",
+                                  subject_type="alert", subject_id=alert.id, severity="high",
+                                  payload=notifications.alert_payload(alert))
             ids[tenant] = {"host_id": host_id, "vm_id": vm_id, "incident_id": inc.id,
-                           "alert_id": alert.id, "tenant_id": tenant_id,
+                           "alert_id": alert.id, "tenant_id": tenant_id, "channel_id": channel.id,
                            "sensor_id": world.sensors[tenant]["sensor_id"]}
         ev = client.get("/api/v1/events", headers=world.h(tenant)).json()["items"]
         ids[tenant]["seq"] = ev[0]["seq"]
@@ -82,7 +91,8 @@ def _routes(app: Any) -> list[str]:
 
 
 FILL = {"{host_id}": "host_id", "{vm_id}": "vm_id", "{incident_id}": "incident_id",
-        "{alert_id}": "alert_id", "{seq}": "seq", "{task_id}": "task_id"}
+        "{alert_id}": "alert_id", "{seq}": "seq", "{task_id}": "task_id",
+        "{channel_id}": "channel_id"}
 
 
 def _fill(path: str, ids: dict[str, Any]) -> str:

@@ -1,10 +1,13 @@
 """The guest sensor's main loop: enroll once, collect on schedule, spool, send, heartbeat.
 
-Three threads: the collector loop runs each collector at its interval and spools what it finds;
-the sender posts spooled batches, woken at once when a security event is spooled (snapshots wait
-at most one fast interval); the heartbeat thread reports resource usage and the spool backlog
-and runs the tasks the server hands back (live queries). When the server is unreachable the
-sender backs off exponentially while collection goes on into the spool.
+Three threads: the collector loop runs each collector at its interval — or at once when the
+kernel says something changed (:mod:`.watch`: process events, inotify) — and spools what it
+finds; the sender posts spooled batches, woken at once when a security event is spooled or an
+early collection produced anything (scheduled snapshots wait at most one fast interval); the
+heartbeat thread reports resource usage and the spool backlog and runs the tasks the server
+hands back (live queries). The decoys (:mod:`.decoys`) run in threads of their own and spool
+their events through :meth:`GuestSensor.emit`. When the server is unreachable the sender backs
+off exponentially while collection goes on into the spool.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from vigil.protocol import HEARTBEAT_INTERVAL
 
 from .client import Backoff, SensorClient, sensor_version
 from .collectors import DEFAULT_INTERVALS, Collector, CollectorContext, create_collectors
+from .decoys import Decoys, DecoySettings
 from .diff import SnapshotDiffer
 from .errors import (
     AuthRejected,
@@ -34,9 +38,11 @@ from .errors import (
 )
 from .events import make_event
 from .hostinfo import enroll_request
+from .schedule import Schedule
 from .spool import Spool, SpoolRow, build_batch
 from .state import Credentials, StateDir
 from .util import utc_now
+from .watch.triggers import Triggers
 
 log = logging.getLogger("vigil.sensor.guest")
 
@@ -69,6 +75,10 @@ class SensorConfig:
     #: First and longest wait between retries while the server is unavailable.
     retry_base: float = 1.0
     retry_cap: float = 30.0
+    #: Collect early on kernel notifications (process events, inotify); polling goes on too.
+    event_driven: bool = True
+    #: The decoys to run; None: none (the command line turns them on by default).
+    decoys: DecoySettings | None = None
 
 
 class GuestSensor:
@@ -97,6 +107,9 @@ class GuestSensor:
         self._seq = 0
         self._server_down = False
         self._logged_failures: set[tuple[str, str]] = set()
+        self.schedule: Schedule | None = None
+        self.triggers: Triggers | None = None
+        self.decoys: Decoys | None = None
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -104,6 +117,8 @@ class GuestSensor:
         """Ask the sensor to shut down cleanly (safe from a signal handler)."""
         self.stop_event.set()
         self.sender_wake.set()
+        if self.schedule is not None:
+            self.schedule.close()
 
     def run(self) -> int:
         """Enroll if needed, then collect and send until stopped; returns the exit code 0.
@@ -126,6 +141,7 @@ class GuestSensor:
                 "and the state directory's permissions"
             ) from None
         self.collectors = create_collectors(self.context, self._collector_names)
+        self._start_watching()
         self.spool.put("event", self._started_event())
         self.sender_wake.set()
         log.info(
@@ -144,6 +160,8 @@ class GuestSensor:
         for thread in threads:
             thread.start()
         try:
+            if self.decoys is not None:
+                self.decoys.start()
             while not self.stop_event.wait(1.0):
                 pass
         finally:
@@ -207,9 +225,42 @@ class GuestSensor:
         )
         return credentials
 
+    def _start_watching(self) -> None:
+        """The schedule, the kernel notifications that feed it, and the decoys (not started)."""
+        scheduled = sorted(
+            (c for c in self.collectors if c.produces != "resources"),
+            key=lambda c: _GROUP_ORDER.get(c.interval_group, 9),
+        )
+        self.schedule = Schedule(
+            {c.name: self.interval_of(c) for c in scheduled}, order=[c.name for c in scheduled]
+        )
+        if self.stop_event.is_set():
+            self.schedule.close()
+        if self.config.event_driven:
+            by_name = {c.name: c for c in scheduled}
+            self.triggers = Triggers(
+                self.schedule.wake,
+                process_collectors=[c.name for c in scheduled if c.wake_on_process_events],
+                watched_paths=lambda: {name: c.watch_paths() for name, c in by_name.items()},
+            )
+            self.triggers.start()
+        if self.config.decoys is not None:
+            self.decoys = Decoys(self.config.decoys, self.state, self.emit)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Spool one event from outside the collectors (the decoys) and send it at once."""
+        assert self.spool is not None
+        try:
+            self.spool.put("event", event)
+        except Exception:  # e.g. a full disk: the decoys must go on
+            log.exception("cannot spool a %s event", event.get("kind"))
+            return
+        self.sender_wake.set()
+
     def _started_event(self) -> dict[str, Any]:
         privileged = os.geteuid() == 0
         unreadable = [] if privileged else ["other users' processes, sockets and files (not root)"]
+        watching = dict(self.triggers.status) if self.triggers is not None else {}
         return make_event(
             "sensor_started",
             message=f"vigil guest sensor {sensor_version()} started",
@@ -220,6 +271,8 @@ class GuestSensor:
                 "privileged": privileged,
                 "unreadable": unreadable,
                 "collectors": [c.name for c in self.collectors],
+                "process_events": watching.get("process_events", "polling"),
+                "file_events": watching.get("file_events", "polling"),
             },
         )
 
@@ -227,6 +280,12 @@ class GuestSensor:
         self.stop()
         collector_thread, *network_threads = threads
         collector_thread.join(timeout=JOIN_COLLECTOR)
+        for part in (self.decoys, self.triggers):
+            if part is not None:
+                try:
+                    part.stop()
+                except Exception:  # stopping must not stop the shutdown
+                    log.debug("stopping %s failed", type(part).__name__, exc_info=True)
         for thread in network_threads:  # a stuck request must not hold up the final flush
             thread.join(timeout=JOIN_NETWORK)
         assert self.spool is not None
@@ -274,22 +333,23 @@ class GuestSensor:
         return self.config.intervals.get(group) or DEFAULT_INTERVALS[group]
 
     def _collect_loop(self) -> None:
-        scheduled = sorted(
-            (c for c in self.collectors if c.produces != "resources"),
-            key=lambda c: _GROUP_ORDER.get(c.interval_group, 9),
-        )
-        due = {c.name: 0.0 for c in scheduled}
-        while scheduled and not self.stop_event.is_set():
-            for collector in scheduled:
-                if self.stop_event.is_set():
-                    return
-                if due[collector.name] <= time.monotonic():
-                    self.run_collector(collector)
-                    due[collector.name] = time.monotonic() + self.interval_of(collector)
-            self.stop_event.wait(max(0.05, min(due.values()) - time.monotonic()))
+        assert self.schedule is not None
+        by_name = {c.name: c for c in self.collectors}
+        while not self.stop_event.is_set():
+            chosen = self.schedule.next()
+            if chosen is None:
+                return
+            name, triggered = chosen
+            started, cpu = time.monotonic(), time.thread_time()
+            self.run_collector(by_name[name], triggered=triggered)
+            cost = time.thread_time() - cpu
+            self.schedule.done(name, started, time.monotonic(), cost=cost, early=triggered)
 
-    def run_collector(self, collector: Collector) -> None:
-        """Collect once, spool the result and commit the collector's progress."""
+    def run_collector(self, collector: Collector, *, triggered: bool = False) -> None:
+        """Collect once, spool the result and commit the collector's progress.
+
+        What an early (``triggered``) collection finds is sent at once, snapshots included.
+        """
         assert self.spool is not None
         with collector.lock:
             try:
@@ -321,7 +381,7 @@ class GuestSensor:
                 if dropped:
                     log.warning("spool over its cap: dropped %d old snapshots", dropped)
                     self.differ.force_full()
-                if any(kind == "event" for kind, _ in rows):
+                if triggered or any(kind == "event" for kind, _ in rows):
                     self.sender_wake.set()
             if failed:
                 return  # keep the last committed progress: the next collect tries again

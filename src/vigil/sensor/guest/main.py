@@ -21,6 +21,7 @@ from vigil.protocol import FAST_INTERVAL, INVENTORY_INTERVAL, PROCESS_INTERVAL
 
 from .agent import GuestSensor, SensorConfig
 from .client import normalise_server_url
+from .decoys import DEFAULT_BIND, DEFAULT_HTTP_PORT, DEFAULT_SSH_PORT, DecoySettings
 from .errors import ConfigurationError, CredentialsRevoked, SensorError
 from .state import StateDir
 
@@ -28,6 +29,8 @@ DEFAULT_STATE_DIR = "/var/lib/vigil/sensor"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78
+#: Canaries planted when no --canary is given (skipped where a real file already is).
+ROOT_CANARIES = ("/root/.aws/credentials", "/root/.ssh/id_rsa.bak")
 
 log = logging.getLogger("vigil.sensor.guest")
 
@@ -39,6 +42,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not 0.1 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"must be between 0.1 and 86400 seconds, not {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 (off) and 65535, not {text}")
     return value
 
 
@@ -107,6 +120,46 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="seconds between looks at services, packages and logged-in users "
         f"(default: {INVENTORY_INTERVAL:g})",
     )
+    parser.add_argument(
+        "--poll-only",
+        action="store_true",
+        help="do not collect early on kernel notifications (process events, inotify); only poll",
+    )
+    decoys = parser.add_argument_group("decoys")
+    decoys.add_argument(
+        "--no-decoys",
+        action="store_true",
+        help="run no decoy listener and plant no canary file",
+    )
+    decoys.add_argument(
+        "--decoy-bind",
+        metavar="ADDRESS",
+        default=DEFAULT_BIND,
+        help=f"address the decoy listeners bind to (default: {DEFAULT_BIND})",
+    )
+    decoys.add_argument(
+        "--decoy-ssh-port",
+        type=_port,
+        metavar="PORT",
+        default=DEFAULT_SSH_PORT,
+        help=f"port of the fake SSH server; 0 turns it off (default: {DEFAULT_SSH_PORT})",
+    )
+    decoys.add_argument(
+        "--decoy-http-port",
+        type=_port,
+        metavar="PORT",
+        default=DEFAULT_HTTP_PORT,
+        help=f"port of the fake admin login page; 0 turns it off (default: {DEFAULT_HTTP_PORT})",
+    )
+    decoys.add_argument(
+        "--canary",
+        metavar="PATH",
+        action="append",
+        default=None,
+        help="a canary file to plant (if missing) and watch; repeat for several (default: "
+        f"{' and '.join(ROOT_CANARIES)} as root, ~/.aws/credentials otherwise, each skipped "
+        "where a file the sensor did not plant already exists)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log debugging detail to stderr")
 
 
@@ -136,6 +189,26 @@ def _enroll_token(args: argparse.Namespace, state: StateDir) -> str | None:
     return None
 
 
+def decoys_from_args(args: argparse.Namespace) -> DecoySettings | None:
+    """The decoy settings of the parsed options (None with --no-decoys)."""
+    if getattr(args, "no_decoys", False):
+        return None
+    canaries = [os.path.abspath(p) for p in (args.canary or [])]
+    if canaries:
+        defaults: list[str] = []
+    elif os.geteuid() == 0:
+        defaults = list(ROOT_CANARIES)
+    else:
+        defaults = [os.path.expanduser("~/.aws/credentials")]
+    return DecoySettings(
+        bind=args.decoy_bind,
+        ssh_port=args.decoy_ssh_port or None,
+        http_port=args.decoy_http_port or None,
+        canaries=canaries,
+        default_canaries=defaults,
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> SensorConfig:
     """A SensorConfig from parsed options (reading the enroll token only if it is needed)."""
     server = normalise_server_url(args.server)
@@ -151,6 +224,8 @@ def config_from_args(args: argparse.Namespace) -> SensorConfig:
             "process": args.process_interval,
             "inventory": args.inventory_interval,
         },
+        event_driven=not args.poll_only,
+        decoys=decoys_from_args(args),
     )
 
 

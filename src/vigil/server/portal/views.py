@@ -1,20 +1,28 @@
-"""Server-rendered portal pages: login, dashboard, VM page. Autoescaped Jinja2 templates."""
+"""Server-rendered portal pages: login, dashboard, VM page, alerts and incidents.
+
+Autoescaped Jinja2 templates; the queries behind the alert and incident pages live in
+:mod:`vigil.server.portal.pages`. Changes are plain form posts carrying the CSRF token, answered
+with a redirect (POST-redirect-GET).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
-from vigil.errors import AuthError, Forbidden
+from vigil.errors import AuthError, Forbidden, InvalidInput
 from vigil.server.api.deps import SESSION_COOKIE, Db, client_ip, get_settings
-from vigil.server.db.models import VM, Alert, Event, Host, Sensor, utcnow
+from vigil.server.db.models import VM, Alert, Event, Host, Incident, Sensor, utcnow
+from vigil.server.detect.attack import TECHNIQUES
+from vigil.server.portal import pages
 from vigil.server.security import constant_time_equal, csrf_token
-from vigil.server.services import auth, queries
+from vigil.server.services import alerts, auth, queries
 from vigil.server.services.audit import Actor, audit
 from vigil.server.services.auth import Principal
 
@@ -28,6 +36,8 @@ _ORDER: dict[str, Any] = {
     "users": lambda d: d.get("name", ""),
 }
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+templates.env.filters["technique"] = pages.technique_info
+templates.env.filters["tactic"] = pages.tactic_name
 
 
 def _portal_user(request: Request) -> tuple[Principal, str]:
@@ -41,6 +51,14 @@ def _portal_user(request: Request) -> tuple[Principal, str]:
 
 def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
     return templates.TemplateResponse(request, name, context)
+
+
+def _require_csrf(request: Request, sent: str) -> Principal:
+    """The session's user, if the form carried the session's CSRF token."""
+    principal, expected = _portal_user(request)
+    if not constant_time_equal(sent, expected):
+        raise Forbidden("wrong CSRF token: reload the page")
+    return principal
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -71,9 +89,7 @@ def login(request: Request, db: Db, email: str = Form(...), password: str = Form
 
 @router.post("/logout")
 def logout(request: Request, db: Db, csrf: str = Form("")) -> Response:
-    principal, expected = _portal_user(request)
-    if not constant_time_equal(csrf, expected):
-        raise Forbidden("wrong CSRF token: reload the page")
+    principal = _require_csrf(request, csrf)
     with db.write() as session:
         auth.logout(session, token=request.cookies[SESSION_COOKIE], principal=principal)
     resp = RedirectResponse("/login", status_code=303)
@@ -101,15 +117,18 @@ def dashboard(request: Request, db: Db) -> HTMLResponse:
         host_names = {h.id: h.name for h in hosts}
         events = session.scalars(
             queries.events_query(principal).order_by(Event.seq.desc()).limit(20)).all()
-        alerts = session.scalars(
-            queries.alerts_query(principal).order_by(Alert.id.desc()).limit(20)).all()
+        latest = pages.recent_alerts(session, principal, limit=20)
         counts = queries.dashboard_counts(session, principal)
         online = sum(1 for r in vm_rows if r["status"] == "online")
         host_sensors = session.scalars(
             queries.sensors_query(principal).where(Sensor.kind == "host")).all()
+        open_counts = pages.open_alert_counts(session, principal)
+        incidents = pages.active_incidents(session, principal)
     return _render(request, "dashboard.html", user=principal, csrf=csrf, hosts=hosts,
-                   vm_rows=vm_rows, host_names=host_names, events=events, alerts=alerts,
-                   counts=counts, online=online, host_sensors=host_sensors)
+                   vm_rows=vm_rows, host_names=host_names, events=events, alerts=latest,
+                   counts=counts, online=online, host_sensors=host_sensors,
+                   open_counts=open_counts, incidents=incidents,
+                   vm_names={r["vm"].id: r["vm"].name for r in vm_rows})
 
 
 @router.get("/vms/{vm_id}", response_class=HTMLResponse)
@@ -137,6 +156,137 @@ def vm_page(vm_id: int, request: Request, db: Db) -> HTMLResponse:
                 queries.inventory_query(vm, kind).subquery())) or 0
             for kind in queries.INVENTORY_KINDS
         }
+        vm_alerts = pages.recent_alerts(session, principal, vm_id=vm.id, limit=20)
     return _render(request, "vm.html", user=principal, csrf=csrf, vm=vm, host=host,
                    status=status, sensors=sensor_rows, inventory=inventory, events=events,
-                   counts=counts)
+                   counts=counts, alerts=vm_alerts, vm_names={vm.id: vm.name})
+
+
+# --- alerts --------------------------------------------------------------------------------
+
+PageSize = Annotated[int, Query(ge=1, le=500, description="rows per page")]
+
+
+def _with_limit(query: dict[str, str], limit: int) -> dict[str, str]:
+    return {**query, "limit": str(limit)} if limit != pages.PAGE_SIZE else query
+
+
+@router.get("/alerts", response_class=HTMLResponse)
+def alerts_page(request: Request, db: Db, severity: str | None = None,
+                technique: str | None = None, vm_id: str | None = None,
+                status: str | None = None, since: str | None = None,
+                cursor: Annotated[str | None, Query(max_length=64)] = None,
+                limit: PageSize = pages.PAGE_SIZE) -> HTMLResponse:
+    """Alerts, newest first, filtered like ``GET /api/v1/alerts``, a page at a time."""
+    principal, csrf = _portal_user(request)
+    form = {"severity": severity or "", "technique": technique or "", "vm_id": vm_id or "",
+            "status": status or "", "since": since or ""}
+    error, items, next_url, query = None, [], None, {}
+    with db.read() as session:
+        names = pages.vm_names(session, principal)
+        try:
+            filters = pages.AlertFilters.parse(**form)
+            query = _with_limit(filters.query(), limit)
+            page = pages.alert_page(session, principal, filters, cursor=cursor, limit=limit)
+            items, next_url = list(page.items), pages.page_link("/alerts", query, page.next_cursor)
+        except InvalidInput as exc:
+            error = exc.message
+    resp = _render(request, "alerts.html", user=principal, csrf=csrf, alerts=items, form=form,
+                   error=error, next_url=next_url, vm_names=names,
+                   first_url=f"/alerts?{urlencode(query)}" if cursor else None,
+                   csv_query=urlencode({**query, "format": "csv"}),
+                   severities=pages.SEVERITIES, statuses=pages.ALERT_STATUSES,
+                   techniques=TECHNIQUES)
+    if error:
+        resp.status_code = 422
+    return resp
+
+
+@router.get("/alerts/{alert_id}", response_class=HTMLResponse)
+def alert_page(alert_id: int, request: Request, db: Db) -> HTMLResponse:
+    """One alert: its rule, techniques, controls, reason, evidence, incident and status."""
+    principal, csrf = _portal_user(request)
+    with db.read() as session:
+        alert = queries.get_scoped(session, principal, Alert, alert_id)
+        vm = queries.get_scoped(session, principal, VM, alert.vm_id) if alert.vm_id else None
+        incident = (queries.get_scoped(session, principal, Incident, alert.incident_id)
+                    if alert.incident_id else None)
+    rule = next((r for r in alerts.rule_catalogue() if r["id"] == alert.rule_id), None)
+    return _render(request, "alert.html", user=principal, csrf=csrf, alert=alert, vm=vm,
+                   incident=incident, rule=rule,
+                   techniques=[pages.technique_info(t) for t in alert.techniques],
+                   tactic=pages.tactic_name(alert.tactic),
+                   evidence=pages.evidence_sections(alert.evidence),
+                   can_change=principal.role in alerts.ANALYSTS,
+                   statuses=pages.ALERT_STATUSES, labels=pages.ALERT_STATUS_LABELS)
+
+
+@router.post("/alerts/{alert_id}/status")
+def alert_status(alert_id: int, request: Request, db: Db, csrf: str = Form(""),
+                 status: str = Form("")) -> Response:
+    """Acknowledge, close, reopen or mark an alert a false positive (audited), then show it."""
+    principal = _require_csrf(request, csrf)
+    new = pages.parse_status("alert status", status, pages.ALERT_STATUSES)
+    with db.write() as session:
+        alerts.set_alert_status(session, principal, alert_id, new)
+    return RedirectResponse(f"/alerts/{alert_id}", status_code=303)
+
+
+# --- incidents -----------------------------------------------------------------------------
+
+
+@router.get("/incidents", response_class=HTMLResponse)
+def incidents_page(request: Request, db: Db, severity: str | None = None,
+                   vm_id: str | None = None, status: str | None = None,
+                   cursor: Annotated[str | None, Query(max_length=64)] = None,
+                   limit: PageSize = pages.PAGE_SIZE) -> HTMLResponse:
+    """Incidents, newest first, filtered by severity, VM and status, a page at a time."""
+    principal, csrf = _portal_user(request)
+    form = {"severity": severity or "", "vm_id": vm_id or "", "status": status or ""}
+    error, items, next_url, query = None, [], None, {}
+    with db.read() as session:
+        names = pages.vm_names(session, principal)
+        try:
+            filters = pages.IncidentFilters.parse(**form)
+            query = _with_limit(filters.query(), limit)
+            page = pages.incident_page(session, principal, filters, cursor=cursor, limit=limit)
+            items = list(page.items)
+            next_url = pages.page_link("/incidents", query, page.next_cursor)
+        except InvalidInput as exc:
+            error = exc.message
+    resp = _render(request, "incidents.html", user=principal, csrf=csrf, incidents=items,
+                   form=form, error=error, next_url=next_url, vm_names=names,
+                   first_url=f"/incidents?{urlencode(query)}" if cursor else None,
+                   csv_query=urlencode({**query, "format": "csv"}),
+                   severities=pages.SEVERITIES, statuses=pages.INCIDENT_STATUSES)
+    if error:
+        resp.status_code = 422
+    return resp
+
+
+@router.get("/incidents/{incident_id}", response_class=HTMLResponse)
+def incident_page(incident_id: int, request: Request, db: Db) -> HTMLResponse:
+    """One incident: kill chain, techniques, sources, its alerts and the merged timeline."""
+    principal, csrf = _portal_user(request)
+    with db.read() as session:
+        found = alerts.incident_detail(session, principal, incident_id)
+    incident = found["incident"]
+    return _render(request, "incident.html", user=principal, csrf=csrf, incident=incident,
+                   vm_name=found["vm_name"], alerts=found["alerts"],
+                   timeline=pages.timeline_rows(found["timeline"]),
+                   kill_chain=pages.kill_chain(incident.tactics),
+                   techniques=[pages.technique_info(t) for t in incident.techniques],
+                   vm_names={incident.vm_id: found["vm_name"]} if incident.vm_id else {},
+                   can_change=principal.role in alerts.ANALYSTS,
+                   statuses=pages.INCIDENT_STATUSES)
+
+
+@router.post("/incidents/{incident_id}/status")
+def incident_status(incident_id: int, request: Request, db: Db, csrf: str = Form(""),
+                    status: str = Form("")) -> Response:
+    """Move an incident through open → investigating → contained → closed (audited)."""
+    principal = _require_csrf(request, csrf)
+    new = pages.parse_status("incident status", status, pages.INCIDENT_STATUSES)
+    with db.write() as session:
+        alerts.set_incident_status(session, principal, incident_id, new)
+    return RedirectResponse(f"/incidents/{incident_id}", status_code=303)

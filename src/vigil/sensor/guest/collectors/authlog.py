@@ -71,6 +71,10 @@ class AuthLogCollector(Collector):
             events.extend(self._read_journal())
         return events
 
+    def watch_paths(self) -> list[str]:
+        """The followed log files (a write wakes this collector at once)."""
+        return list(self.files)
+
     def commit(self) -> None:
         """Save the positions reached by the last :meth:`collect`."""
         if not self._pending_offsets and self._pending_cursor is None:

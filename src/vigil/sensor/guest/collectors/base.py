@@ -57,6 +57,8 @@ class Collector:
     name: ClassVar[str] = ""
     produces: ClassVar[str] = "snapshot"
     interval_group: ClassVar[str] = "fast"
+    #: Collect again soon after a process execs, changes uid or exits (when the kernel says so).
+    wake_on_process_events: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -85,6 +87,10 @@ class Collector:
     def collect(self) -> Any:
         """Look at the system once; see the module docstring for what is returned."""
         raise NotImplementedError
+
+    def watch_paths(self) -> list[str]:
+        """Files and directories whose change should make this collector run at once."""
+        return []
 
     def commit(self) -> None:
         """Remember progress (offsets, baselines) once the last results are safely spooled."""

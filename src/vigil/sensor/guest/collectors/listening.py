@@ -15,6 +15,7 @@ class ListeningCollector(Collector):
     name = "listening"
     produces = "snapshot"
     interval_group = "fast"
+    wake_on_process_events = True
 
     def __init__(self, context: CollectorContext) -> None:
         super().__init__(context)

@@ -69,6 +69,10 @@ class LogIntegrityCollector(BaselineCollector):
             found.append((self.context.journal_dir, "journal"))
         return list(dict.fromkeys(found))
 
+    def watch_paths(self) -> list[str]:
+        """The logs and histories (the journal directory, always busy, is only polled)."""
+        return [path for path, kind in self.watched() if kind != "journal"]
+
     def collect(self) -> list[dict[str, Any]]:
         """Events for what happened to the watched files since the baseline."""
         previous = self._baseline or {}

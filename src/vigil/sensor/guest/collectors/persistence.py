@@ -98,6 +98,10 @@ class PersistenceCollector(BaselineCollector):
             roots.extend(os.path.join(home, rel) for rel in HOME_PATHS)
         return list(dict.fromkeys(roots))
 
+    def watch_paths(self) -> list[str]:
+        """The persistence paths (a change under them wakes this collector at once)."""
+        return self.watched_paths()
+
     def collect(self) -> list[dict[str, Any]]:
         """Events for what changed since the baseline (none on the very first run)."""
         previous = self._baseline or {}
