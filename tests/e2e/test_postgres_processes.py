@@ -52,3 +52,40 @@ def test_two_workers_on_postgresql(tmp_path: Path, pg_cluster: Any) -> None:
         out = subprocess.run([VIGIL, "audit", "verify"], env={**os.environ, **srv.env},
                              capture_output=True, text=True)
         assert out.returncode == 0 and "intact" in out.stdout, out.stdout + out.stderr
+
+
+def test_two_workers_count_one_window(tmp_path: Path, pg_cluster: Any) -> None:
+    """Failed logins posted concurrently through both workers add up to one alert."""
+    if pg_cluster is None:
+        pytest.skip("PostgreSQL not installed")
+    import threading
+    import uuid
+    from datetime import UTC, datetime
+
+    url = pg_cluster.createdb(f"window_{os.getpid()}")
+    with running_server(tmp_path / "server", database_url=url, workers=2) as srv:
+        enroll = srv.vigil("token", "enroll", "--tenant", "default")
+        status, answer = http("POST", srv.url + "/api/v1/sensors/enroll", body={
+            "enroll_token": enroll, "kind": "guest", "hostname": "web-1"})
+        assert status == 201, answer
+
+        def fail(i: int) -> None:
+            event = {"id": str(uuid.uuid4()), "kind": "ssh_login_failed",
+                     "observed_at": datetime.now(UTC).isoformat(), "src_ip": "203.0.113.50",
+                     "user": f"user{i}", "message": "Failed password"}
+            body = {"batch_id": str(uuid.uuid4()), "sent_at": datetime.now(UTC).isoformat(),
+                    "events": [event]}
+            code, _ = http("POST", srv.url + "/api/v1/sensors/ingest", token=answer["token"],
+                           body=body)
+            assert code == 200
+
+        threads = [threading.Thread(target=fail, args=(i,)) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        status, body = http("GET", srv.url + "/api/v1/alerts?limit=100", token=srv.admin_token)
+        rules = sorted(a["rule_id"] for a in body["items"])
+        assert rules == ["ssh-password-guessing", "ssh-password-spraying"], rules
+        guess = next(a for a in body["items"] if a["rule_id"] == "ssh-password-guessing")
+        assert guess["evidence"]["failures"] == 5  # the fifth of twelve, counted once each

@@ -45,3 +45,9 @@ def test_issue_techniques_are_all_covered() -> None:
               "T1574.006", "T1053.003", "T1543.002", "T1098.004", "T1219", "T1070.002",
               "T1070.003", "T1562.001"}
     assert wanted <= covered | {"T1571"}
+
+
+def test_every_rule_is_documented() -> None:
+    docs = (HERE.parents[2] / "docs" / "detection.md").read_text()
+    missing = [r.id for r in all_rules() if f"`{r.id}`" not in docs]
+    assert missing == []

@@ -24,7 +24,7 @@ from vigil.config import Settings
 from vigil.errors import ConfigError
 from vigil.server.db.models import VM, Alert, Incident, InventoryItem, utcnow
 from vigil.server.detect.base import Change, Facts, Finding, Rule, all_rules
-from vigil.server.detect.incidents import attach
+from vigil.server.detect.incidents import BatchCache, attach
 from vigil.server.detect.state import Handle, StateStore
 from vigil.server.services.audit import Actor, audit
 
@@ -146,6 +146,7 @@ class DetectionEngine:
         insert = pg_insert if postgres else sqlite_insert
         alerts = []
         now = utcnow()
+        cache = BatchCache()
         for rule, finding in sorted(findings, key=lambda rf: rf[1].observed_at):
             dedup = f"{rule.id}|{scope}|{finding.subject}"
             if len(dedup) > 500:
@@ -165,7 +166,7 @@ class DetectionEngine:
                 continue  # raised before: the same process, source or file seen again
             alert = session.get(Alert, alert_id)
             assert alert is not None
-            incident, outcome = attach(session, alert, window=self.window)
+            incident, outcome = attach(session, alert, window=self.window, cache=cache)
             if outcome == "created":
                 audit(session, actor=SYSTEM, action="incident.open", target_type="incident",
                       target_id=incident.id, tenant_id=facts.tenant_id,

@@ -55,10 +55,19 @@ class StateStore:
         wanted = [_key(k) for k in keys if (rule_id, scope, _key(k)) not in self._handles]
         for i in range(0, len(wanted), 500):
             chunk = wanted[i:i + 500]
+            if self.postgres:
+                # make the rows exist, then lock them: two processes counting the same window
+                # wait for each other instead of both starting from nothing
+                now = utcnow()
+                self.session.execute(
+                    pg_insert(RuleState).on_conflict_do_nothing(
+                        index_elements=["rule_id", "scope", "key"]),
+                    [{"rule_id": rule_id, "scope": scope, "key": key, "data": {},
+                      "updated_at": now, "expires_at": None} for key in chunk])
             stmt = select(RuleState.key, RuleState.data).where(
                 RuleState.rule_id == rule_id, RuleState.scope == scope, RuleState.key.in_(chunk))
             if self.postgres:
-                stmt = stmt.with_for_update()
+                stmt = stmt.order_by(RuleState.key).with_for_update()
             found: dict[str, Any] = {key: data for key, data in self.session.execute(stmt).all()}
             for key in chunk:
                 self._handles[(rule_id, scope, key)] = Handle(dict(found.get(key) or {}))
