@@ -130,9 +130,12 @@ def test_benign_workload_raises_nothing_high(quiet: dict[str, Any]) -> None:
     # package-manager activity
     name = f"vigil-benign-{quiet['tag']}"
     deb = _deb(base, name)
-    subprocess.run(["dpkg", "-i", str(deb)], check=True, capture_output=True)
-    time.sleep(2)
-    subprocess.run(["dpkg", "-r", name], check=True, capture_output=True)
+    try:
+        subprocess.run(["dpkg", "-i", str(deb)], check=True, capture_output=True)
+        time.sleep(2)
+    finally:
+        subprocess.run(["dpkg", "--purge", name], capture_output=True)
+    assert subprocess.run(["dpkg", "-s", name], capture_output=True).returncode != 0
     # a script fetching HTTPS from a server elsewhere
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=x",
                     "-keyout", str(base / "key.pem"), "-out", str(base / "cert.pem"), "-days",

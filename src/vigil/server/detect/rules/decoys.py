@@ -86,7 +86,7 @@ class CanaryFileRule(Rule):
             data = event.get("data") or {}
             who = f" by {data['process']} (pid {data.get('pid')})" if data.get("process") else ""
             yield Finding(
-                subject=f"{event.get('path')}:{data.get('how')}:{data.get('pid')}:{_hour(event)}",
+                subject=f"{event.get('path')}:{event['id']}",  # every touch (the sensor rate-limits)
                 observed_at=event["observed_at"],
                 reason=f"The canary file {event.get('path')} was {data.get('how', 'touched')}{who}",
                 evidence={"path": event.get("path"), "how": data.get("how"),
