@@ -11,6 +11,7 @@ event-driven collection; the ratio is baseline / event-driven.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +66,17 @@ class Bench:
         self.log = base / "app.log"
         self.canary = base / "canary-credentials"
 
-    def new_alert(self, rule: str, since: float, timeout: float = 30) -> float:
-        """Seconds from ``since`` until a new alert of ``rule`` on this VM is readable
-        (infinity when none came within ``timeout``: reported as missed)."""
+    def new_alert(self, rule: str, since: float, match: Callable[[dict[str, Any]], bool],
+                  timeout: float = 30) -> float:
+        """Seconds from ``since`` until the alert of ``rule`` about this run's subject
+        (``match``) is readable (infinity when none came within ``timeout``: a miss)."""
         def poll() -> list[dict[str, Any]]:
             vm = f"&vm_id={self.vm_id}" if self.vm_id is not None else ""
             status, body = http("GET", f"{self.srv.url}/api/v1/alerts?rule_id={rule}{vm}&limit=50",
                                 token=self.srv.admin_token)
-            return [a for a in body["items"] if a["id"] not in self.seen] if status == 200 else []
+            if status != 200:
+                return []
+            return [a for a in body["items"] if a["id"] not in self.seen and match(a)]
 
         try:
             hits = wait_until(poll, timeout=timeout, interval=0.02, what=f"a {rule} alert")
@@ -87,6 +93,11 @@ class Bench:
         return float(truth[-1]["t"])
 
 
+def after(alert: dict[str, Any], t0: float) -> bool:
+    """The alert's observed activity is no older than ``t0`` (with a little clock slack)."""
+    return datetime.fromisoformat(alert["observed_at"]).timestamp() >= t0 - 0.5
+
+
 def scenarios(b: Bench, atk: Attacker, i: int, source: str) -> dict[str, float]:
     """One run of every scenario, attacking from ``source``; returns seconds per scenario."""
     out: dict[str, float] = {}
@@ -95,57 +106,73 @@ def scenarios(b: Bench, atk: Attacker, i: int, source: str) -> dict[str, float]:
     truth = atk.run("--source", source, "bruteforce", atk.host_ip, str(b.sshd.port),
                     b.victim.name, str(wordlist))
     guesses = [t for t in truth if t["action"] == "ssh-guess"]
-    out["ssh password guessing"] = b.new_alert("ssh-password-guessing", guesses[4]["t"])
-    out["ssh login after failures"] = b.new_alert("ssh-login-after-failures", guesses[-1]["t"])
-    listener = atk.spawn("listen", str(SHELL_PORT), "1", "B", "--hold", "5")
+    by_source = lambda a: a["src_ip"] == source  # noqa: E731
+    out["ssh password guessing"] = b.new_alert("ssh-password-guessing", guesses[4]["t"], by_source)
+    out["ssh login after failures"] = b.new_alert("ssh-login-after-failures", guesses[-1]["t"],
+                                                  by_source)
+    port = SHELL_PORT + i
+    listener = atk.spawn("listen", str(port), "1", "B", "--hold", "5")
     try:
         assert listener.stdout is not None and "listening" in listener.stdout.readline()
-        command = SHELLS[i % len(SHELLS)].format(ip=atk.ip, port=SHELL_PORT, fifo=b.scratch / f"f{i}")
-        out["reverse shell"] = b.new_alert("reverse-shell", b.attacker_exec(atk, command))
+        command = SHELLS[i % len(SHELLS)].format(ip=atk.ip, port=port, fifo=b.scratch / f"f{i}")
+        out["reverse shell"] = b.new_alert("reverse-shell", b.attacker_exec(atk, command),
+                                           lambda a: a["evidence"].get("c2", {}).get("port") == port)
     finally:
         stop(listener)  # type: ignore[arg-type]
+    token = f"{8 + i / 1000:.3f}"  # a sleep of its own: this run's processes, not the last one's
+
+    def by_token(alert: dict[str, Any]) -> bool:
+        return token in alert["evidence"].get("process", {}).get("cmdline", [])
+
     rootsh = b.scratch / "rootsh"
     if not rootsh.exists():
         shutil.copy("/bin/bash", rootsh)
         rootsh.chmod(0o4755)
     out["privilege escalation"] = b.new_alert(
-        "privilege-escalation", b.attacker_exec(atk, f"{rootsh} -p -c 'sleep 8'; true"))
+        "privilege-escalation", b.attacker_exec(atk, f"{rootsh} -p -c 'sleep {token}'; true"),
+        by_token)
     out["ld_preload injection"] = b.new_alert(
-        "ld-preload-injection", b.attacker_exec(atk, "LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6 sleep 8"))
+        "ld-preload-injection",
+        b.attacker_exec(atk, f"LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6 sleep {token}"), by_token)
     dropper = b.scratch / f"drop{i}"
     shutil.copy("/bin/sleep", dropper)
-    out["fileless execution"] = b.new_alert("fileless-execution", b.attacker_exec(atk, f"{dropper} 8"))
+    out["fileless execution"] = b.new_alert(
+        "fileless-execution", b.attacker_exec(atk, f"{dropper} {token}"),
+        lambda a: a["evidence"]["process"].get("exe") == str(dropper))
     chisel = b.scratch / "chisel"
     if not chisel.exists():
         chisel.write_bytes(Path("/bin/sleep").read_bytes() + os.urandom(64))
         chisel.chmod(0o755)
-    out["remote-access tool"] = b.new_alert("remote-access-tool", b.attacker_exec(atk, f"{chisel} 8"))
+    out["remote-access tool"] = b.new_alert(
+        "remote-access-tool", b.attacker_exec(atk, f"{chisel} {token}"), by_token)
     out["history disabled"] = b.new_alert(
-        "history-disabled", b.attacker_exec(atk, "export HISTFILE=/dev/null; sleep 8"))
+        "history-disabled", b.attacker_exec(atk, f"export HISTFILE=/dev/null; sleep {token}"),
+        lambda a: token in " ".join(a["evidence"]["process"].get("cmdline", [])))
     target = [Path(f"/etc/cron.d/vigil-bench-{b.victim.name}"),
               Path(f"/etc/systemd/system/vigil-bench-{b.victim.name}.service"),
               b.victim.home / ".ssh/authorized_keys"][i % 3]
     t0 = time.time()
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(f"# run {i} {uuid.uuid4()}\n")
-    out["persistence"] = b.new_alert("persistence", t0)
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    out["persistence"] = b.new_alert("persistence", t0, lambda a: a["evidence"]["sha256"] == digest)
     with open(b.log, "a") as log:
         log.write("Nov 27 12:00:00 vm sshd[1]: Server listening on 0.0.0.0 port 22.\n" * 50)
     time.sleep(2.5)  # a fast interval: the sensor has seen the log grown
     t0 = time.time()
     with open(b.log, "r+") as log:
         log.truncate(0)
-    out["log clearing"] = b.new_alert("log-clearing", t0)
+    out["log clearing"] = b.new_alert("log-clearing", t0, lambda a: after(a, t0))
     t0 = time.time()
     atk.run("--source", source, "probe-ssh", atk.host_ip, str(b.decoys[0]))
-    out["decoy connection"] = b.new_alert("decoy-connection", t0)
+    out["decoy connection"] = b.new_alert("decoy-connection", t0, by_source)
     t0 = time.time()
     atk.run("--source", source, "probe-http", atk.host_ip, str(b.decoys[1]), f"admin{i}",
             "Winter2026!")
-    out["decoy login"] = b.new_alert("decoy-login", t0)
+    out["decoy login"] = b.new_alert("decoy-login", t0, by_source)
     t0 = time.time()
     b.canary.read_bytes()
-    out["canary file"] = b.new_alert("canary-file", t0)
+    out["canary file"] = b.new_alert("canary-file", t0, lambda a: after(a, t0))
     return out
 
 
@@ -162,7 +189,8 @@ def silence(b: Bench, srv: Any, runs: int, interval: float) -> list[float]:
         time.sleep(interval * 2)
         stop(sensor, sig=signal.SIGKILL)
         killed = time.time()
-        took = b.new_alert("sensor-silence", killed, timeout=60)
+        took = b.new_alert("sensor-silence", killed,
+                           lambda a, k=killed: after(a, k - 3 * interval), timeout=60)
         found.append(took - 3 * interval)
         stop(sensor)
     return found
@@ -194,7 +222,8 @@ def run_phase(name: str, srv: Any, sshd: Sshd, atk: Attacker, victim: Victim, ba
         time.sleep(3)
         for i in range(runs):
             source = atk.add_source(first_source + i)
-            for scenario, took in scenarios(bench, atk, i, source).items():
+            # a global run number: ports, tokens and files never repeat between phases
+            for scenario, took in scenarios(bench, atk, first_source + i, source).items():
                 results.setdefault(scenario, []).append(took)
             print(f"# {name}: run {i + 1}/{runs} done", file=sys.stderr, flush=True)
     finally:

@@ -18,8 +18,11 @@ import time
 from collections.abc import Iterable
 
 MIN_GAP = 0.2
-BUDGET = 0.01
-BURST = 0.05
+#: 4 % of a core per collector for early runs: a process scan costs 5-20 ms, so an attack's
+#: burst of execs (a login, a shell, a payload) is looked at within ~0.2 s each time, while a
+#: machine exec'ing without pause costs the sensor a bounded share (measured in benchmarks/).
+BUDGET = 0.04
+BURST = 0.2
 #: The deepest debt one expensive early run can leave (a few seconds of refill at most).
 MAX_DEBT = 0.2
 
