@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 PROCESS_DEBOUNCE = 0.15
 #: Seconds to stop reading process events after one arrived (they are drained afterwards).
 PROCESS_MUTE = 0.2
+#: Seconds after the last process event when processes and sockets are looked at once more:
+#: what a new program does just after exec (connect, dup2 a socket onto its stdio) shows then.
+PROCESS_FOLLOWUP = 0.7
 #: Seconds between a file change and its collection (lets a writer finish a few lines).
 FILE_DEBOUNCE = 0.03
 #: The watches are rebuilt this often (new homes, new files) and soon after a file appears.
@@ -105,6 +108,9 @@ def plan_watches(paths_by_collector: dict[str, list[str]]) -> dict[tuple[int, in
 
 class Triggers:
     """Watches process events and files in a thread of its own; calls ``wake`` on changes."""
+
+    #: when processes and sockets are looked at once more (0: not planned)
+    _followup_at: float = 0.0
 
     def __init__(
         self,
@@ -193,13 +199,18 @@ class Triggers:
             poller.register(self.proc.fileno(), select.POLLIN)
         proc_muted_until = 0.0
         next_refresh = time.monotonic() + REFRESH_EVERY
+        self._followup_at = 0.0
         while True:
             now = time.monotonic()
             if self.proc is not None and proc_muted_until and now >= proc_muted_until:
                 proc_muted_until = 0.0
                 self._on_process_events()
                 poller.register(self.proc.fileno(), select.POLLIN)
-            deadline = min(next_refresh, proc_muted_until or next_refresh)
+            if self._followup_at and now >= self._followup_at:
+                self._followup_at = 0.0
+                self.wake(self.process_collectors, 0.0)
+            deadline = min(next_refresh, proc_muted_until or next_refresh,
+                           self._followup_at or next_refresh)
             ready = poller.poll(max(0, int((deadline - now) * 1000) + 1))
             fds = {fd for fd, _ in ready}
             if self._stop_r in fds:
@@ -225,6 +236,7 @@ class Triggers:
         self.proc.overflowed = False
         if changed:
             self.wake(self.process_collectors, PROCESS_DEBOUNCE)
+            self._followup_at = time.monotonic() + PROCESS_FOLLOWUP
         return changed
 
     def _on_file_events(self) -> bool:
