@@ -198,8 +198,10 @@ def test_reverse_shells_of_four_kinds(lab: Lab) -> None:
         assert all(f"uid={lab.victim.uid}" in line for line in outputs), outputs  # typed `id`
     finally:
         stop(listener)
+    # one process is one alert, in the shape it was first seen in (a bash that opened its
+    # /dev/tcp socket but has not exec'd yet holds an outbound connection; after, its stdio is it)
     forms = {a["evidence"]["form"] for a in lab.alerts(rule_id="reverse-shell")}
-    assert {"stdio-socket", "outbound-connection"} <= forms
+    assert len(forms & {"stdio-socket", "outbound-connection", "interpreter-connection"}) >= 2
 
 
 def test_setuid_escalation(lab: Lab) -> None:

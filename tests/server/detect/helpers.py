@@ -37,7 +37,7 @@ class MemoryContext:
         self.rat = set(rat_hashes)
 
     def state(self, rule: Rule, key: str, *, shared: bool = False) -> Handle:
-        return self.states.setdefault((rule.id, shared, key), Handle({}))
+        return self.states.setdefault((rule.state_namespace or rule.id, shared, key), Handle({}))
 
     def preload(self, rule: Rule, keys: list[str], *, shared: bool = False) -> None:
         pass

@@ -23,7 +23,7 @@ def test_guessing_fires_once_at_the_threshold_across_batches() -> None:
     assert len(found) == 1
     assert found[0].src_ip == "203.0.113.9"
     assert found[0].evidence["failures"] == 5
-    assert len(found[0].evidence["events"]) == 5
+    assert len(found[0].event_ids) == 5
     assert found[0].observed_at == T0 + seconds(4)
     assert run(rule, facts(events=_fails(10, start=10)), ctx) == []  # same episode: no repeat
 

@@ -59,6 +59,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def db_time(value: datetime, sqlite: bool) -> Any:
+    """``value`` as :class:`UTCDateTime` stores it, for raw driver statements on hot paths."""
+    if not sqlite:
+        return value
+    # SQLAlchemy's SQLite DATETIME text, "YYYY-MM-DD HH:MM:SS.ffffff" in UTC; sensors send UTC,
+    # so the common case is a slice of isoformat (this runs for every event of every batch)
+    text = value.isoformat(" ", "microseconds")
+    if text.endswith("+00:00"):
+        return text[:-6]
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 

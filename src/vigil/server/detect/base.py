@@ -36,6 +36,8 @@ class Finding:
     techniques: tuple[str, ...] | None = None
     severity: str | None = None
     title: str | None = None
+    #: security events the alert cites; the engine adds them to ``evidence["events"]``
+    event_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -59,10 +61,26 @@ class Facts:
     #: for the watchdog: sensors that went silent (dicts with sensor fields)
     silent_sensors: list[dict[str, Any]] = field(default_factory=list)
 
+    _grouped: dict[tuple[str, ...], dict[str, list[dict[str, Any]]]] = field(
+        default_factory=dict, repr=False)
+
     def events_of(self, *kinds: str) -> Iterator[dict[str, Any]]:
         for event in self.events:
             if event["kind"] in kinds:
                 yield event
+
+    def by_source(self, *kinds: str) -> dict[str, list[dict[str, Any]]]:
+        """Events of ``kinds`` with a source address, grouped by it, each group in time order
+        (computed once per batch, whichever rules ask)."""
+        if kinds not in self._grouped:
+            grouped: dict[str, list[dict[str, Any]]] = {}
+            for event in self.events:
+                if event["kind"] in kinds and event.get("src_ip"):
+                    grouped.setdefault(event["src_ip"], []).append(event)
+            for events in grouped.values():
+                events.sort(key=lambda e: e["observed_at"])
+            self._grouped[kinds] = grouped
+        return self._grouped[kinds]
 
 
 class StateHandle(Protocol):
@@ -119,6 +137,8 @@ class Rule:
     #: "event:<kind>" for security events, or an inventory kind ("processes", "connections"...),
     #: or "watchdog" for rules the watchdog runs
     inputs: ClassVar[tuple[str, ...]]
+    #: rules that look at the same things may keep one state row per key between them
+    state_namespace: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

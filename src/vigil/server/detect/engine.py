@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from vigil.config import Settings
 from vigil.errors import ConfigError
-from vigil.server.db.models import VM, Alert, Incident, InventoryItem, utcnow
+from vigil.server.db.models import VM, Alert, Event, Incident, InventoryItem, utcnow
 from vigil.server.detect.base import Change, Facts, Finding, Rule, all_rules
 from vigil.server.detect.incidents import BatchCache, attach
 from vigil.server.detect.state import Handle, StateStore
@@ -70,10 +70,10 @@ class _Context:
         return f"tenant:{self.facts.tenant_id}" if shared else self.scope
 
     def state(self, rule: Rule, key: str, *, shared: bool = False) -> Handle:
-        return self.store.get(rule.id, self._scope(shared), key)
+        return self.store.get(rule.state_namespace or rule.id, self._scope(shared), key)
 
     def preload(self, rule: Rule, keys: list[str], *, shared: bool = False) -> None:
-        self.store.preload(rule.id, self._scope(shared), keys)
+        self.store.preload(rule.state_namespace or rule.id, self._scope(shared), keys)
 
     def _current(self, kind: str) -> list[dict[str, Any]]:
         if kind not in self._inventory:
@@ -147,16 +147,23 @@ class DetectionEngine:
         alerts = []
         now = utcnow()
         cache = BatchCache()
+        cited = self._cited_events(session, facts.tenant_id,
+                                   [i for _, finding in findings for i in finding.event_ids])
         for rule, finding in sorted(findings, key=lambda rf: rf[1].observed_at):
             dedup = f"{rule.id}|{scope}|{finding.subject}"
             if len(dedup) > 500:
                 dedup = f"{rule.id}|{scope}|sha256:{hashlib.sha256(dedup.encode()).hexdigest()}"
+            evidence = finding.evidence
+            if finding.event_ids:
+                events = [cited[i] for i in dict.fromkeys(finding.event_ids) if i in cited]
+                events.sort(key=lambda e: (e["observed_at"], e["seq"]))
+                evidence = {**evidence, "events": events}
             values = dict(
                 tenant_id=facts.tenant_id, vm_id=facts.vm_id, rule_id=rule.id,
                 title=(finding.title or rule.title)[:255], severity=finding.severity or rule.severity,
                 techniques=list(finding.techniques or rule.techniques), controls=list(rule.controls),
                 tactic=rule.tactic, observed_at=finding.observed_at, detected_at=now,
-                evidence=_jsonable(finding.evidence), status="open", reason=finding.reason[:4000],
+                evidence=_jsonable(evidence), status="open", reason=finding.reason[:4000],
                 src_ip=finding.src_ip, dedup_key=dedup,
             )
             stmt = insert(Alert).values(**values).on_conflict_do_nothing(
@@ -175,6 +182,24 @@ class DetectionEngine:
             if self.notify is not None:
                 self.notify(session, alert=alert, incident=incident, incident_outcome=outcome)
         return alerts
+
+
+    @staticmethod
+    def _cited_events(session: Session, tenant_id: int, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The events the findings cite, summarised for their evidence, by id (one query per
+        500 ids for a whole burst of alerts)."""
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, dict[str, Any]] = {}
+        for i in range(0, len(wanted), 500):
+            for r in session.execute(
+                select(Event.uuid, Event.kind, Event.observed_at, Event.src_ip, Event.username,
+                       Event.message, Event.seq)
+                .where(Event.uuid.in_(wanted[i:i + 500]), Event.tenant_id == tenant_id)
+            ):
+                out[r.uuid] = {"id": r.uuid, "kind": r.kind,
+                               "observed_at": r.observed_at.isoformat(), "src_ip": r.src_ip,
+                               "user": r.username, "message": r.message[:500], "seq": r.seq}
+        return out
 
 
 def facts_for_batch(

@@ -9,15 +9,15 @@ to commit together or not at all. On PostgreSQL the rows a batch reads are locke
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from vigil.server.db.models import RuleState, utcnow
+from vigil.server.db.models import RuleState, db_time, utcnow
 
 _MAX_KEY = 255
 
@@ -39,6 +39,9 @@ class Handle:
         self.expires_at: datetime | None = None
 
     def save(self, *, expires_at: datetime | None = None) -> None:
+        """Write this handle back; rules sharing it keep the latest expiry any of them asks."""
+        if self.dirty and self.expires_at is not None and expires_at is not None:
+            expires_at = max(self.expires_at, expires_at)
         self.dirty = True
         self.expires_at = expires_at
 
@@ -79,23 +82,27 @@ class StateStore:
         return self._handles[(rule_id, scope, key)]
 
     def flush(self) -> int:
-        """Write every saved handle back (one upsert); returns how many rows."""
-        now = utcnow()
+        """Write every saved handle back (one upsert through the driver); returns how many.
+
+        A flood (a thousand sources guessing passwords in one batch) writes thousands of rows;
+        the driver's ``executemany`` does it at a fraction of the ORM's cost per row.
+        """
+        sqlite = not self.postgres
+        now = db_time(utcnow(), sqlite)
         rows = [
-            {"rule_id": rule_id, "scope": scope, "key": key, "data": handle.data,
-             "updated_at": now, "expires_at": handle.expires_at}
+            (rule_id, scope, key, json.dumps(handle.data), now,
+             db_time(handle.expires_at, sqlite) if handle.expires_at else None)
             for (rule_id, scope, key), handle in self._handles.items() if handle.dirty
         ]
         if not rows:
             return 0
-        insert = pg_insert if self.postgres else sqlite_insert
-        stmt = insert(RuleState)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["rule_id", "scope", "key"],
-            set_={"data": stmt.excluded.data, "updated_at": stmt.excluded.updated_at,
-                  "expires_at": stmt.excluded.expires_at},
-        )
-        self.session.execute(stmt, rows)
+        mark = "?" if sqlite else "%s"
+        data = mark if sqlite else "%s::jsonb"
+        self.session.connection().exec_driver_sql(
+            "INSERT INTO rule_state (rule_id, scope, key, data, updated_at, expires_at) "
+            f"VALUES ({mark}, {mark}, {mark}, {data}, {mark}, {mark}) "
+            "ON CONFLICT (rule_id, scope, key) DO UPDATE SET data = excluded.data, "
+            "updated_at = excluded.updated_at, expires_at = excluded.expires_at", rows)
         for handle in self._handles.values():
             handle.dirty = False
         return len(rows)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -18,7 +18,7 @@ from vigil.protocol.models import (
     TaskPublic,
     TaskResult,
 )
-from vigil.server.db.models import Event, Heartbeat, InventoryItem, Snapshot, Task, utcnow
+from vigil.server.db.models import Event, Heartbeat, InventoryItem, Snapshot, Task, db_time, utcnow
 from vigil.server.detect.base import Change
 from vigil.server.detect.engine import DetectionEngine, facts_for_batch
 from vigil.server.services.audit import audit
@@ -93,24 +93,14 @@ def _insert_events(session: Session, rows: list[tuple[Any, ...]]) -> int:
     return int(conn.exec_driver_sql(sql, rows).rowcount)  # rows inserted, duplicates skipped
 
 
-def _db_time(value: datetime, sqlite: bool) -> Any:
-    if not sqlite:
-        return value
-    # SQLAlchemy's SQLite DATETIME text, "YYYY-MM-DD HH:MM:SS.ffffff" in UTC; sensors send UTC,
-    # so the common case is a slice of isoformat (this runs for every event of every batch)
-    text = value.isoformat(" ", "microseconds")
-    if text.endswith("+00:00"):
-        return text[:-6]
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def _json(value: dict[str, Any]) -> str:
     # json.dumps with default arguments reuses one C encoder; custom separators build a new one
     return json.dumps(value) if value else "{}"
 
 
 def _event_fact(ev: Any) -> dict[str, Any]:
-    return {"id": ev.id, "kind": ev.kind, "observed_at": ev.observed_at, "source": ev.source,
+    return {"id": ev.id, "kind": ev.kind, "observed_at": ev.observed_at,
+            "t": ev.observed_at.timestamp(), "source": ev.source,
             "message": ev.message, "src_ip": ev.src_ip, "user": ev.user, "pid": ev.pid,
             "path": ev.path, "data": ev.data}
 
@@ -138,13 +128,13 @@ def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch,
     the detection rules on what is new, in the same transaction."""
     now = utcnow()
     sqlite = session.get_bind().dialect.name == "sqlite"
-    received = _db_time(now, sqlite)
+    received = db_time(now, sqlite)
     rows = []
     for ev in batch.events:
         rows.append((
             ev.id,
             sensor.tenant_id, sensor.vm_id, sensor.sensor_id, ev.kind,
-            _db_time(ev.observed_at, sqlite), received, ev.source, ev.message, ev.src_ip,
+            db_time(ev.observed_at, sqlite), received, ev.source, ev.message, ev.src_ip,
             ev.user, ev.pid, ev.path, _json(ev.data),
         ))
     # duplicates (a re-sent batch, a UUID twice) are skipped by the unique index on uuid
