@@ -157,3 +157,16 @@ def test_watchdog_raises_a_silence_once(app: Any, client: Any, world: Any) -> No
     (alert,) = _alerts(client, world, rule_id="sensor-silence")
     assert alert["severity"] == "high" and alert["evidence"]["heartbeat_interval"] == 0.2
     assert _alerts(client, world, "globex") == []  # said goodbye: no alert
+
+
+def test_incident_tactics_include_single_tactic_techniques(client: Any, world: Any) -> None:
+    """A reverse shell is execution; its raw TCP channel (T1095) is command and control."""
+    shell = {"key": "77:1", "pid": 77, "ppid": 1, "name": "bash", "exe": "/usr/bin/bash",
+             "cmdline": ["bash", "-i"], "uid": 1000, "euid": 1000, "stdio_sockets": [0, 1, 2],
+             "stdio_raddr": "192.0.2.66", "stdio_rport": 4444, "start_time": _t(5)}
+    snap = {"id": str(uuid.uuid4()), "taken_at": _t(), "full": True, "kind": "processes",
+            "items": [shell]}
+    _ingest(client, world, _batch([], [snap]))
+    (inc,) = client.get("/api/v1/incidents", headers=world.h("acme")).json()["items"]
+    assert inc["tactics"] == ["execution", "command-and-control"]
+    assert inc["sources"] == ["192.0.2.66"]

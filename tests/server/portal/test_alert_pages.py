@@ -176,7 +176,8 @@ def test_incident_pages(client: Any, world: Any) -> None:
     listing = client.get("/incidents")
     assert listing.status_code == 200
     assert f'<a href="/incidents/{incident["id"]}">' in listing.text
-    assert "Credential Access → Initial Access → Execution → Persistence" in listing.text
+    assert ("Credential Access → Initial Access → Execution → Persistence → Command and Control"
+            in listing.text)  # the reverse shell's T1095 channel is command and control
     assert client.get("/incidents", params={"status": "closed"}).text.count(
         f'href="/incidents/{incident["id"]}"') == 0
     assert client.get("/incidents", params={"status": "bogus"}).status_code == 422
@@ -192,7 +193,7 @@ def test_incident_pages(client: Any, world: Any) -> None:
                          "Privilege Escalation", "Persistence", "Defense Evasion", "Discovery"]
     assert names[-1] == "Command and Control"
     assert [name for on, name in steps if on == "on"] == [
-        "Credential Access", "Initial Access", "Execution", "Persistence"]
+        "Credential Access", "Initial Access", "Execution", "Persistence", "Command and Control"]
     assert f"{ATTACKER}, {C2}" in text or f"{C2}, {ATTACKER}" in text
     assert "<dt>Alerts</dt><dd>4</dd>" in text
     for tid in ("T1110.001", "T1078", "T1098.004", "T1059.004", "T1571"):

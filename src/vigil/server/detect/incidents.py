@@ -8,11 +8,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vigil.server.db.models import VM, Alert, Incident, utcnow
-from vigil.server.detect.attack import TACTIC_NAMES, kill_chain_order
+from vigil.server.detect.attack import TACTIC_NAMES, TECHNIQUES, kill_chain_order
 from vigil.server.detect.base import SEVERITY_RANK, max_severity
 
 OPEN_STATUSES = ("open", "investigating", "contained")
 MAX_SOURCES = 50
+
+
+def alert_tactics(alert: Alert) -> list[str]:
+    """The tactic the alert stands for, and those of its techniques that have only one (a
+    reverse shell is execution, and its T1095 channel command and control; T1078's four
+    tactics are left to the rule's choice)."""
+    tactics = [alert.tactic] if alert.tactic else []
+    for tid in alert.techniques:
+        known = TECHNIQUES.get(tid)
+        if known is not None and len(known.tactics) == 1:
+            tactics.append(known.tactics[0])
+    return tactics
 
 
 def incident_title(vm_name: str, tactics: list[str], first_title: str, count: int) -> str:
@@ -80,8 +92,7 @@ def _fold(session: Session, alert: Alert, incident: Incident, outcome: str,
     incident.severity = max_severity(incident.severity, alert.severity)
     incident.first_seen = min(incident.first_seen or observed, observed)
     incident.last_seen = max(incident.last_seen or observed, observed)
-    tactics = [*incident.tactics, alert.tactic] if alert.tactic else incident.tactics
-    incident.tactics = kill_chain_order(tactics)
+    incident.tactics = kill_chain_order([*incident.tactics, *alert_tactics(alert)])
     incident.techniques = sorted({*incident.techniques, *alert.techniques})
     if alert.src_ip and alert.src_ip not in incident.sources and len(incident.sources) < MAX_SOURCES:
         incident.sources = [*incident.sources, alert.src_ip]
