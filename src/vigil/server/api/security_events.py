@@ -60,13 +60,9 @@ def list_alerts(user: User, db: Db, vm_id: int | None = None, severity: Severity
     """Alerts raised by the detection rules, newest first. ``technique`` matches sub-techniques
     too (T1110 finds T1110.001); ``since`` is the detection time."""
     stmt = queries.alerts_query(user, vm_id=vm_id, severity=severity, since=since,
-                                incident_id=incident_id)
+                                incident_id=incident_id, rule_id=rule_id, status=status)
     if technique:
         stmt = alerts.technique_filter(stmt, technique)
-    if rule_id:
-        stmt = stmt.where(Alert.rule_id == rule_id)
-    if status:
-        stmt = stmt.where(Alert.status == status)
     return list_response(db, stmt, Alert.id, AlertPublic, fmt=format, limit=limit,
                          cursor=cursor, filename="alerts", principal=user)
 
@@ -90,10 +86,8 @@ def list_incidents(user: User, db: Db, vm_id: int | None = None, status: str | N
                    severity: Severity | None = None, since: datetime | None = None,
                    limit: Limit = 100, cursor: Cursor = None, format: Format = "json") -> Any:
     """Incidents: alerts on one VM correlated in time, newest first (``since``: last activity)."""
-    stmt = queries.incidents_query(user, vm_id=vm_id, status=status)
-    if severity:
-        stmt = stmt.where(Incident.severity == severity)
-    stmt = alerts.since_filter(stmt, Incident.last_seen, since)
+    stmt = queries.incidents_query(user, vm_id=vm_id, status=status, severity=severity,
+                                   since=since)
     return list_response(db, stmt, Incident.id, IncidentPublic, fmt=format, limit=limit,
                          cursor=cursor, filename="incidents", principal=user)
 

@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from vigil.config import Settings
 from vigil.errors import ConfigError
-from vigil.server.db.models import VM, Alert, Event, Incident, InventoryItem, utcnow
-from vigil.server.detect.base import Change, Facts, Finding, Rule, all_rules
+from vigil.server.db.models import VM, Alert, Event, InventoryItem, utcnow
+from vigil.server.detect.base import Facts, Finding, Rule, all_rules
 from vigil.server.detect.incidents import BatchCache, attach
 from vigil.server.detect.state import Handle, StateStore
 from vigil.server.services.audit import Actor, audit
@@ -202,17 +202,7 @@ class DetectionEngine:
         return out
 
 
-def facts_for_batch(
-    *, tenant_id: int, vm_id: int | None, sensor_id: str, events: list[dict[str, Any]],
-    changes: dict[str, list[Change]],
-) -> Facts:
-    return Facts(vm_id=vm_id, tenant_id=tenant_id, sensor_id=sensor_id, events=events,
-                 changes=changes)
-
-
 def silent_sensor_facts(sensor: dict[str, Any], deadline: datetime) -> Facts:
     return Facts(vm_id=sensor["vm_id"], tenant_id=sensor["tenant_id"], sensor_id=sensor["id"],
                  silent_sensors=[{**sensor, "deadline": deadline}])
 
-
-__all__ = ["DetectionEngine", "Facts", "Change", "Incident", "load_hashes"]

@@ -82,6 +82,8 @@ class Watchdog:
                 if current != sensor["last_seen_at"]:
                     continue  # it spoke or said goodbye meanwhile
                 raised += len(self.engine.run(session, silent_sensor_facts(sensor, deadline)))
+            if len(self._raised) > 100_000:
+                self._raised.clear()  # a memo only: the alert's dedup key keeps it raised once
             self._raised.add((sensor["id"], sensor["last_seen_at"]))
         if time.monotonic() - self._last_purge > PURGE_EVERY:
             self._last_purge = time.monotonic()

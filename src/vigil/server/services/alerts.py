@@ -4,7 +4,6 @@ the status changes analysts make (audited)."""
 from __future__ import annotations
 
 import re
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, cast, or_, select
@@ -13,7 +12,7 @@ from sqlalchemy.orm import Session
 from vigil.errors import InvalidInput
 from vigil.server.db.models import VM, Alert, Event, Incident, utcnow
 from vigil.server.detect.attack import technique
-from vigil.server.detect.base import Rule, all_rules
+from vigil.server.detect.base import all_rules
 from vigil.server.services.audit import audit
 from vigil.server.services.auth import Principal
 from vigil.server.services.queries import get_scoped
@@ -109,9 +108,3 @@ def set_incident_status(session: Session, principal: Principal, incident_id: int
           target_id=incident.id, tenant_id=incident.tenant_id, detail={"from": old, "to": status})
     return incident
 
-
-def since_filter(stmt: Any, column: Any, since: datetime | None) -> Any:
-    return stmt.where(column >= since) if since is not None else stmt
-
-
-__all__ = ["Rule", "rule_catalogue", "incident_detail", "set_alert_status", "set_incident_status"]

@@ -160,9 +160,14 @@ def events_query(
 
 def alerts_query(
     principal: Principal, *, vm_id: int | None = None, severity: str | None = None,
-    since: datetime | None = None, incident_id: int | None = None,
+    since: datetime | None = None, incident_id: int | None = None, rule_id: str | None = None,
+    status: str | None = None,
 ) -> Select[Any]:
     stmt = scoped(select(Alert), principal, Alert.tenant_id)
+    if rule_id:
+        stmt = stmt.where(Alert.rule_id == rule_id)
+    if status:
+        stmt = stmt.where(Alert.status == status)
     if vm_id is not None:
         stmt = stmt.where(Alert.vm_id == vm_id)
     if severity:
@@ -175,8 +180,14 @@ def alerts_query(
 
 
 def incidents_query(principal: Principal, *, vm_id: int | None = None,
-                    status: str | None = None) -> Select[Any]:
+                    status: str | None = None, severity: str | None = None,
+                    since: datetime | None = None) -> Select[Any]:
+    """Incidents; ``since`` is their last activity."""
     stmt = scoped(select(Incident), principal, Incident.tenant_id)
+    if severity:
+        stmt = stmt.where(Incident.severity == severity)
+    if since is not None:
+        stmt = stmt.where(Incident.last_seen >= since)
     if vm_id is not None:
         stmt = stmt.where(Incident.vm_id == vm_id)
     if status:

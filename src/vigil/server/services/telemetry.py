@@ -19,8 +19,8 @@ from vigil.protocol.models import (
     TaskResult,
 )
 from vigil.server.db.models import Event, Heartbeat, InventoryItem, Snapshot, Task, db_time, utcnow
-from vigil.server.detect.base import Change
-from vigil.server.detect.engine import DetectionEngine, facts_for_batch
+from vigil.server.detect.base import Change, Facts
+from vigil.server.detect.engine import DetectionEngine
 from vigil.server.services.audit import audit
 from vigil.server.services.auth import SensorPrincipal, touch_sensor
 
@@ -161,8 +161,8 @@ def ingest(session: Session, *, sensor: SensorPrincipal, batch: IngestBatch,
         events = _new_events(session, batch, engine, accepted=accepted, total=len(rows),
                              sensor_id=sensor.sensor_id, received=now)
         if events or any(changes.values()):
-            engine.run(session, facts_for_batch(
-                tenant_id=sensor.tenant_id, vm_id=sensor.vm_id, sensor_id=sensor.sensor_id,
+            engine.run(session, Facts(
+                vm_id=sensor.vm_id, tenant_id=sensor.tenant_id, sensor_id=sensor.sensor_id,
                 events=events, changes={k: v for k, v in changes.items() if v}))
     ack = IngestAck(
         batch_id=batch.batch_id, accepted_events=accepted,

@@ -85,5 +85,3 @@ class HistoryDisabledRule(Rule):
                 evidence={"process": process_evidence(item), "how": how},
             )
 
-
-__all__ = ["LogClearingRule", "HistoryDisabledRule", "event_evidence"]
