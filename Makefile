@@ -7,13 +7,14 @@ CACHE := $(HOME)/.cache/vigil
 export PIP_CACHE_DIR := $(CACHE)/pip
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-# Debian packages the tests use for real: PostgreSQL, OpenSSH server, headless Chromium.
-APT_PACKAGES := postgresql openssh-server sshpass chromium fonts-dejavu-core procps iproute2 python3-psutil netcat-openbsd socat
+# Debian packages the tests use for real: PostgreSQL, OpenSSH server, headless Chromium; and
+# what the lab builds and boots its guests with: debootstrap, QEMU.
+APT_PACKAGES := postgresql openssh-server sshpass chromium fonts-dejavu-core procps iproute2 python3-psutil netcat-openbsd socat debootstrap qemu-system-x86 e2fsprogs
 
 .PHONY: help demo test test-fast lint bench system-deps venv clean
 
 help:
-	@echo "make demo   - set up, run the server and a guest sensor watching this machine"
+	@echo "make demo   - the paper's case study: a lab VM under QEMU attacked, watched by Vigil"
 	@echo "make test   - the whole test suite (SQLite and a throwaway PostgreSQL)"
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - benchmarks (figures and ratios, not pass/fail)"
@@ -37,7 +38,7 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-demo: venv
+demo: system-deps venv
 	@bash scripts/demo.sh
 
 test: system-deps venv
@@ -48,7 +49,7 @@ test-fast: venv
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/mypy src/vigil/server src/vigil/protocol
+	$(BIN)/mypy src/vigil/server src/vigil/protocol src/vigil/lab
 
 bench: system-deps venv
 	$(BIN)/python benchmarks/run.py

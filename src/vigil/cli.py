@@ -259,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     from vigil.sensor.guest.main import configure_parser
 
     configure_parser(p)
+
+    from vigil.lab.cli import configure as configure_lab
+
+    configure_lab(sub, add)
     return parser
 
 

@@ -136,3 +136,37 @@ def test_journal_vacuumed_and_baseline_across_restart(tmp_path, machine):
     journal_event = next(e for e in events if e["path"] == str(logs / "journal"))
     assert journal_event["data"]["files"] == 1
     assert _collect(_collector(tmp_path, machine))[0] == []
+
+
+def _journal_file(path, entries: int) -> None:
+    """A journal file as journald leaves it: preallocated, its entry count in the header."""
+    header = bytearray(8 * 1024 * 1024)  # journald grows files in 8 MiB steps
+    header[:8] = b"LPKSHHRH"
+    header[152:160] = entries.to_bytes(8, "little")
+    path.write_bytes(bytes(header))
+
+
+def test_journal_vacuum_is_seen_by_entries_when_sizes_stay(tmp_path, machine):
+    """`journalctl --rotate --vacuum-time=1s`: the archived files go, new active files of the
+    same preallocated size come; the bytes stay, the entries fall."""
+    logs, _, _ = machine
+    journal = logs / "journal/0123456789abcdef"
+    for index in range(4):
+        (journal / f"system@{index}.journal").unlink()
+    _journal_file(journal / "system.journal", 1500)
+    _journal_file(journal / "user-1000.journal", 300)
+    collector = _collector(tmp_path, machine)
+    assert _collect(collector)[0] == []
+    _journal_file(journal / "system.journal", 1600)  # normal logging: no event
+    assert _collect(collector)[0] == []
+    (journal / "system.journal").rename(journal / "system@0001-0002.journal")
+    (journal / "user-1000.journal").rename(journal / "user-1000@0001-0002.journal")
+    for name in ("system@0001-0002.journal", "user-1000@0001-0002.journal"):
+        (journal / name).unlink()
+    _journal_file(journal / "system.journal", 3)
+    _journal_file(journal / "user-1000.journal", 1)
+    kinds, events = _collect(collector)
+    assert kinds == [("log_truncated", str(logs / "journal"))]
+    data = events[0]["data"]
+    assert (data["old_entries"], data["entries"]) == (1900, 4)
+    assert data["new_size"] == data["old_size"]  # what a size check alone would have missed

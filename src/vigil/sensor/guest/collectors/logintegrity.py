@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import time
 from typing import Any
 
@@ -37,6 +38,13 @@ SYSTEM_LOGS = (
 HISTORIES = (".bash_history", ".zsh_history", ".ash_history", ".python_history")
 JOURNAL_MAX_FILES = 10000
 JOURNAL_SHRINK_FLOOR = 1024 * 1024
+#: a journal that held at least this many entries and lost half of them was cleared
+#: (``journalctl --vacuum-*``); journald's own size limits remove far less at a time
+JOURNAL_ENTRIES_FLOOR = 200
+#: where a journal file's header keeps its entry count (systemd's journal file format)
+JOURNAL_MAGIC = b"LPKSHHRH"
+JOURNAL_N_ENTRIES = struct.Struct("<Q")
+JOURNAL_N_ENTRIES_OFFSET = 152
 
 Entry = dict[str, Any]
 
@@ -121,31 +129,35 @@ class LogIntegrityCollector(BaselineCollector):
         if stat.S_ISCHR(st.st_mode) and st.st_rdev == self._devnull:
             return {"state": "devnull", "how": "device node"}
         if stat.S_ISDIR(st.st_mode) and kind == "journal":
-            size, files = self._tree_size(path)
-            return {"state": "dir", "size": size, "files": files}
+            size, files, entries = self._tree_size(path)
+            return {"state": "dir", "size": size, "files": files, "entries": entries}
         if stat.S_ISREG(st.st_mode):
             return {"state": "file", "dev": st.st_dev, "inode": st.st_ino, "size": st.st_size}
         return {"state": "other", "mode": stat.S_IFMT(st.st_mode)}
 
     @staticmethod
-    def _tree_size(path: str) -> tuple[int, int]:
-        total = files = 0
+    def _tree_size(path: str) -> tuple[int, int, int]:
+        """Total bytes, files and journal entries under ``path``. Journal files preallocate
+        their space, so only the entry counts in their headers show what a vacuum removed."""
+        total = files = entries = 0
         stack = [path]
         while stack and files < JOURNAL_MAX_FILES:
             try:
-                entries = list(os.scandir(stack.pop()))
+                items = list(os.scandir(stack.pop()))
             except OSError:
                 continue
-            for item in entries:
+            for item in items:
                 try:
                     if item.is_dir(follow_symlinks=False):
                         stack.append(item.path)
                     elif item.is_file(follow_symlinks=False):
                         total += item.stat(follow_symlinks=False).st_size
                         files += 1
+                        if item.name.endswith(".journal"):
+                            entries += _journal_entries(item.path)
                 except OSError:
                     continue
-        return total, files
+        return total, files, entries
 
     @staticmethod
     def _same(old: Entry, new: Entry) -> bool:
@@ -165,7 +177,9 @@ class LogIntegrityCollector(BaselineCollector):
             return [self._event("log_deleted", path, kind, old, new)]
         if kind == "journal":
             if now == "dir" and was == "dir":
-                shrunk = old["size"] > JOURNAL_SHRINK_FLOOR and new["size"] < old["size"] / 2
+                shrunk = (old["size"] > JOURNAL_SHRINK_FLOOR and new["size"] < old["size"] / 2) or (
+                    old.get("entries", 0) >= JOURNAL_ENTRIES_FLOOR
+                    and new.get("entries", 0) < old["entries"] / 2)
                 if shrunk:
                     return [self._event("log_truncated", path, kind, old, new)]
                 return []
@@ -231,6 +245,10 @@ class LogIntegrityCollector(BaselineCollector):
             data["how"] = new["how"]
         if "files" in new:
             data["files"] = new["files"]
+        if "entries" in new:
+            data["entries"] = new["entries"]
+            if old is not None and "entries" in old:
+                data["old_entries"] = old["entries"]
         messages = {
             "log_truncated": "shrank",
             "log_deleted": "was deleted",
@@ -245,3 +263,12 @@ class LogIntegrityCollector(BaselineCollector):
             path=path,
             data=data,
         )
+
+
+def _journal_entries(path: str) -> int:
+    """The entry count in a journal file's header (0 for anything else)."""
+    with open(path, "rb") as f:
+        head = f.read(JOURNAL_N_ENTRIES_OFFSET + JOURNAL_N_ENTRIES.size)
+    if len(head) < JOURNAL_N_ENTRIES_OFFSET + JOURNAL_N_ENTRIES.size or not head.startswith(JOURNAL_MAGIC):
+        return 0
+    return int(JOURNAL_N_ENTRIES.unpack_from(head, JOURNAL_N_ENTRIES_OFFSET)[0])

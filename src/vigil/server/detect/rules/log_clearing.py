@@ -27,7 +27,8 @@ class LogClearingRule(Rule):
     tactic = "defense-evasion"
     severity = "high"
     controls = ("AU-9", "AU-6", "SI-4", "AU-11")
-    evidence_fields = ("path", "what", "change", "old_size", "new_size", "event")
+    evidence_fields = ("path", "what", "change", "old_size", "new_size", "old_entries",
+                       "entries", "event")
     inputs = tuple(f"event:{k}" for k in TAMPERING)
 
     def evaluate(self, facts: Facts, ctx: RuleContext) -> Iterator[Finding]:
@@ -37,12 +38,15 @@ class LogClearingRule(Rule):
             history = watched == "history"
             technique = "T1070.003" if history else "T1070.002"
             what = "shell history" if history else ("journal" if watched == "journal" else "log")
+            lost = (f" ({data['old_entries']} entries to {data['entries']})"
+                    if data.get("old_entries") is not None else "")
             yield Finding(
                 subject=f"{event.get('path')}:{event['id']}",
                 observed_at=event["observed_at"],
-                reason=f"The {what} {event.get('path')} was {_VERBS[event['kind']]}",
+                reason=f"The {what} {event.get('path')} was {_VERBS[event['kind']]}{lost}",
                 evidence={"path": event.get("path"), "what": what, "change": event["kind"],
                           "old_size": data.get("old_size"), "new_size": data.get("new_size"),
+                          "old_entries": data.get("old_entries"), "entries": data.get("entries"),
                           "event": event_evidence(event)},
                 techniques=(technique,),
                 title="Shell history cleared" if history else f"System {what} cleared",
