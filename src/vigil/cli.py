@@ -261,8 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     configure_parser(p)
 
     from vigil.lab.cli import configure as configure_lab
+    from vigil.vmi.cli import configure as configure_vmi
 
     configure_lab(sub, add)
+    configure_vmi(sub, add)
     return parser
 
 

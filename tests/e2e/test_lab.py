@@ -158,10 +158,11 @@ def test_the_vm_booted_with_its_sensor_online(demo: Demo) -> None:
     assert vm["qemu"] == "running" and vm["sensor"] == "online", vm
     assert vm["accel"] in ("kvm", "tcg")
     assert vm["online_after_s"] <= 60, vm
-    built = [line for line in demo.text().splitlines() if "lab image" in line]
+    built = [line for line in demo.text().splitlines() if "lab image built" in line] or \
+        [line for line in demo.text().splitlines() if "lab image" in line]
     ram = Path(json.loads((demo.run / "lab.json").read_text())["vms"][0]["ram_file"])
     assert ram.stat().st_size >= 512 * 1024 * 1024  # the guest's RAM, shared for the host sensor
-    report(f"lab: {built[-1].strip('> ') if built else 'image ?'}; boot to guest sensor online "
+    report(f"lab: {built[0].strip('> ') if built else 'image ?'}; boot to guest sensor online "
            f"{vm['online_after_s']} s under {vm['accel']}")
 
 

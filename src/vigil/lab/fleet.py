@@ -171,8 +171,10 @@ def up(*, server: str, api_token: str, vms: int = 1, tenant: str = "default",
     guest sensor is online. Returns the saved run state."""
     directory = run_dir(directory)
     old = LabState.load(directory)
-    if old is not None and any(qemu.is_ours(v.pid, v.marker) for v in old.vms):
-        raise LabError(f"the lab is already up ({', '.join(v.name for v in old.vms)}); "
+    running = qemu.running_in(directory) if directory.exists() else {}
+    if running or (old is not None and any(qemu.is_ours(v.pid, v.marker) for v in old.vms)):
+        names = sorted(set(running.values()) | {v.name for v in (old.vms if old else [])})
+        raise LabError(f"the lab is already up ({', '.join(names)}); "
                        "`vigil lab down` first, or give another --run-dir")
     if vms < 1:
         raise LabError("--vms must be at least 1")
@@ -282,22 +284,30 @@ def down(directory: Path | None = None) -> list[tuple[str, str]]:
     """Stop every VM the lab started (power-down, then by pid) and remove their RAM files."""
     directory = run_dir(directory)
     state = LabState.load(directory)
-    if state is None:
-        return []
+    vms = list(state.vms) if state else []
+    known = {vm.pid for vm in vms}
+    strays = {pid: name for pid, name in (qemu.running_in(directory).items()
+                                          if directory.exists() else []) if pid not in known}
     results: dict[str, str] = {}
 
-    def stop(vm: LabVM) -> None:
-        results[vm.name] = qemu.stop(vm.pid, vm.marker, Path(vm.qmp_socket))
-        Path(vm.ram_file).unlink(missing_ok=True)
-        Path(vm.qmp_socket).unlink(missing_ok=True)
+    def stop(name: str, pid: int, marker: str, socket: Path, ram: Path | None) -> None:
+        results[name] = qemu.stop(pid, marker, socket)
+        if ram is not None:
+            ram.unlink(missing_ok=True)
+        socket.unlink(missing_ok=True)
 
-    threads = [threading.Thread(target=stop, args=(vm,)) for vm in state.vms]
+    jobs: list[tuple[str, int, str, Path, Path | None]] = [
+        (vm.name, vm.pid, vm.marker, Path(vm.qmp_socket), Path(vm.ram_file)) for vm in vms]
+    jobs += [(f"{name} (pid {pid}, not in the run state)", pid, f"vigil-lab-{name}",
+              directory / f"{name}.qmp", None) for pid, name in strays.items()]
+    threads = [threading.Thread(target=stop, args=job) for job in jobs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    state.vms = []
-    state.save(directory)
+    if state is not None:
+        state.vms = []
+        state.save(directory)
     return sorted(results.items())
 
 

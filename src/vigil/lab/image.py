@@ -52,6 +52,11 @@ GUEST_FILES = Path(__file__).with_name("guest")
 WORDLIST = Path(__file__).with_name("wordlist.txt")
 PACKAGE_ROOT = Path(vigil.__file__).parent
 
+#: the parts of the vigil package a guest runs: the CLI (whose other commands import their
+#: modules lazily) and the guest sensor; ``tests/lab`` checks they run alone
+GUEST_MODULES = ("__init__.py", "cli.py", "errors.py", "sensor", "protocol/__init__.py",
+                 "lab/__init__.py", "lab/cli.py", "vmi/__init__.py", "vmi/cli.py")
+
 Progress = Callable[[str], None]
 
 
@@ -128,9 +133,7 @@ def _tree_digest(*roots: Path) -> str:
 
 def _sensor_sources() -> list[Path]:
     """The parts of the vigil package a guest needs: the CLI and the guest sensor."""
-    return [PACKAGE_ROOT / name for name in ("__init__.py", "cli.py", "errors.py", "sensor",
-                                             "lab/__init__.py", "lab/cli.py",
-                                             "protocol/__init__.py")]
+    return [PACKAGE_ROOT / name for name in GUEST_MODULES]
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,9 @@ def qemu_binary() -> str:
 
 def command(spec: VMSpec) -> list[str]:
     """The QEMU command line of a VM."""
-    cpu = "host" if spec.accel == "kvm" else "max"
+    # la57=off: 4-level paging, which Volatility 3's Intel layers read (TCG's "max" CPU would
+    # otherwise offer 5-level paging, and the kernel would use it).
+    cpu = ("host" if spec.accel == "kvm" else "max") + ",la57=off"
     return [
         qemu_binary(), "-name", f"vigil-lab-{spec.name},process=vigil-lab-{spec.name}",
         "-uuid", spec.smbios_uuid,
@@ -117,6 +119,24 @@ def is_ours(pid: int, marker: str) -> bool:
     except OSError:
         return False
     return marker.encode() in cmdline or any(marker.encode() in part for part in cmdline)
+
+
+def running_in(run_dir: Path) -> dict[int, str]:
+    """QEMU processes whose QMP socket is in ``run_dir``, by pid (VM name as value): what a
+    lost or overwritten run state would otherwise leave running."""
+    prefix = f"unix:{run_dir.resolve()}/".encode()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in argv:
+            if arg.startswith(prefix) and arg.endswith(b",server=on,wait=off"):
+                found[int(entry.name)] = arg[len(prefix):].split(b".qmp")[0].decode()
+    return found
 
 
 async def _qmp(socket: Path, name: str, args: dict[str, Any] | None, timeout: float) -> Any:
