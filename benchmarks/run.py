@@ -12,6 +12,7 @@ BENCHES = [
     ["bench_heartbeats.py", "--backend", "both"],
     ["bench_sensor_footprint.py"],
     ["bench_detection.py"],
+    ["bench_vmi.py"],
 ]
 
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,8 @@ from tests.harness.procs import VIGIL
 
 from vigil.lab import qemu
 from vigil.lab.fleet import LabState
-from vigil.lab.image import LAB_PASSWORD, LAB_USER
+from vigil.lab.image import LAB_PASSWORD, LAB_USER, Image
+from vigil.vmi.fastscan import FastScan, GuestMemory, KernelLocation
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.geteuid() != 0, reason="the lab builds its image with debootstrap, as root")]
@@ -52,22 +54,29 @@ class VM:
     def qmp(self, command: str) -> Any:
         return qemu.qmp(Path(self.state.vms[0].qmp_socket), command)
 
+    @property
+    def kernel(self) -> Path:
+        return Image(Path(self.state.image)).boot_files(self.state.vms[0].kernel)[0]
+
     def vigil(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([VIGIL, *args], env=self.env, capture_output=True, text=True,
                               timeout=600)
 
 
-@pytest.fixture(scope="module")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
-    base = tmp_path_factory.mktemp("vmi")
+@pytest.fixture(scope="module", params=["cloud", "generic"])
+def vm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
+    """A lab VM booted with Debian's cloud kernel, then one with its generic kernel: symbols
+    must come from each kernel alone."""
+    kernel = request.param
+    base = tmp_path_factory.mktemp(f"vmi-{kernel}")
     run, symbols = base / "run", base / "symbols"
     env = {**os.environ, "VIGIL_SYMBOLS": str(symbols)}
     with running_server(base / "server") as srv:
         token = base / "token"
         token.write_text(srv.admin_token)
         up = subprocess.run([VIGIL, "lab", "up", "--server", srv.url, "--api-token-file",
-                             str(token), "--run-dir", str(run)], capture_output=True, text=True,
-                            timeout=900, env=env)
+                             str(token), "--run-dir", str(run), "--kernel", kernel],
+                            capture_output=True, text=True, timeout=900, env=env)
         try:
             assert up.returncode == 0, up.stderr[-3000:]
             state = LabState.load(run)
@@ -79,7 +88,7 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VM]:
 
 
 def test_symbols_are_derived_from_the_kernel_alone(vm: VM) -> None:
-    kernel = Path(vm.state.image) / "vmlinuz"
+    kernel = vm.kernel
     started = time.monotonic()
     out = vm.vigil("vmi", "symbols", str(kernel))
     took = time.monotonic() - started
@@ -95,7 +104,8 @@ def test_symbols_are_derived_from_the_kernel_alone(vm: VM) -> None:
     again = vm.vigil("vmi", "symbols", str(kernel))
     assert again.returncode == 0 and "cached" in again.stderr
     assert Path(again.stdout.strip()) == isf_path
-    report(f"vmi: ISF derived from the lab kernel's BTF and kallsyms in {took:.1f} s "
+    banner = out.stderr.splitlines()[0].split(" (")[0]
+    report(f"vmi: ISF for {banner} derived from its BTF and kallsyms in {took:.1f} s "
            f"({isf_path.stat().st_size // 1024} KiB xz)")
 
 
@@ -128,8 +138,7 @@ def test_memory_view_matches_the_guests_ps(vm: VM, tmp_path: Path) -> None:
         vm.qmp("cont")
     after = _guest_ps(vm)
     started = time.monotonic()
-    out = vm.vigil("vmi", "analyze", str(image), "--kernel",
-                   str(Path(vm.state.image) / "vmlinuz"), "--format", "json")
+    out = vm.vigil("vmi", "analyze", str(image), "--kernel", str(vm.kernel), "--format", "json")
     took = time.monotonic() - started
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
@@ -148,6 +157,36 @@ def test_memory_view_matches_the_guests_ps(vm: VM, tmp_path: Path) -> None:
     assert ("sshd", 22) in listening, listening
     assert {m["name"] for m in result["modules"]} >= {"virtio_blk", "virtio_net"}
     assert result["findings"] == [] or all(f["kind"] != "hidden_process" for f in result["findings"])
-    report(f"vmi: {len(memory)} processes in memory = the guest's ps ({len(stable)} stable); "
+    # The live loop's fast path reads the same processes and sockets from the same memory.
+    fast_procs, fast_socks, took_fast = _fast_scan(image, result["kernel"])
+    assert {(p["pid"], p["ppid"], p["name"], p["uid"], p["euid"]) for p in fast_procs} == \
+        {(p["pid"], p["ppid"], p["name"], p["uid"], p["euid"]) for p in result["processes"]}
+    keys = ("pid", "fd", "proto", "laddr", "lport", "raddr", "rport", "state")
+    assert {tuple(s[k] for k in keys) for s in fast_socks} == \
+        {tuple(s[k] for k in keys) for s in result["sockets"]}
+    report(f"vmi ({vm.state.vms[0].kernel} kernel): {len(memory)} processes in memory = the "
+           f"guest's ps ({len(stable)} stable); "
            f"`vigil vmi analyze` of a {image.stat().st_size >> 20} MiB image in {took:.1f} s "
-           f"({', '.join(f'{k} {v} s' for k, v in result['timings_s'].items())})")
+           f"({', '.join(f'{k} {v} s' for k, v in result['timings_s'].items())}); the fast "
+           f"path read the same {len(fast_procs)} processes and {len(fast_socks)} sockets in "
+           f"{took_fast * 1000:.1f} ms")
+
+
+def _fast_scan(image: Path, kernel: dict[str, Any]) -> tuple[list[dict[str, Any]],
+                                                           list[dict[str, Any]], float]:
+    """Processes and sockets by the fast path, where Volatility located the kernel."""
+    isf_file = Path(urllib.parse.urlsplit(kernel["isf"]).path)
+    isf_file = isf_file if isf_file.exists() else isf_file.with_name(isf_file.name + ".json.xz")
+    with lzma.open(isf_file, "rt") as f:
+        isf = json.load(f)
+    memory = GuestMemory(image)
+    try:
+        scan = FastScan(memory, isf, KernelLocation(kernel["dtb"], kernel["virtual_offset"]))
+        scan.processes()  # warm: page-table walks cached per scan, the ISF's offsets resolved
+        started = time.perf_counter()
+        tasks = scan.tasks()
+        procs = [scan.process(t) for t in tasks]
+        socks = scan.sockets(tasks)
+        return procs, socks, time.perf_counter() - started
+    finally:
+        memory.close()

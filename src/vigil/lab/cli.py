@@ -42,7 +42,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                               longitude=args.longitude)
     state = fleet.up(server=args.server, api_token=_api_token(args), vms=args.vms,
                      tenant=args.tenant, memory_mib=args.memory, accel=args.accel,
-                     directory=args.run_dir, location=location, timeout=args.timeout)
+                     directory=args.run_dir, location=location, timeout=args.timeout,
+                     kernel=args.kernel)
     for vm in state.vms:
         print(f"{vm.name}\tvm {vm.vm_id}\tssh 127.0.0.1:{vm.ssh_port}\t{vm.accel}\t"
               f"sensor online after {vm.online_after} s")
@@ -70,7 +71,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         print("the lab is not up")
         return 0
-    columns = ["name", "vm_id", "pid", "qemu", "accel", "ssh", "sensor", "uptime_s",
+    columns = ["name", "vm_id", "pid", "qemu", "accel", "kernel", "ssh", "sensor", "uptime_s",
                "online_after_s", "alerts", "incidents"]
 
     def cell(value: Any) -> str:
@@ -134,6 +135,8 @@ def configure(sub: Any, add: Any) -> None:
     p.add_argument("--memory", type=int, default=768, help="MiB of RAM per VM (default 768)")
     p.add_argument("--accel", choices=["auto", "kvm", "tcg"], default="auto",
                    help="auto probes KVM with a timeout and falls back to TCG (default)")
+    p.add_argument("--kernel", choices=["cloud", "generic"], default="cloud",
+                   help="Debian's cloud kernel (default) or its generic one")
     p.add_argument("--timeout", type=float, default=180.0,
                    help="seconds to wait for the sensors to be online (default 180)")
     p.add_argument("--site", default="Vigil lab", help="the host's site, for the map")

@@ -59,6 +59,7 @@ class LabVM:
     ram_file: str
     started_at: float
     online_after: float | None = None
+    kernel: str = "cloud"
 
 
 @dataclass
@@ -166,7 +167,7 @@ def _say(message: str) -> None:
 def up(*, server: str, api_token: str, vms: int = 1, tenant: str = "default",
        memory_mib: int = 768, accel: str = "auto", directory: Path | None = None,
        location: Location | None = None, timeout: float = 180.0,
-       image: Image | None = None) -> LabState:
+       image: Image | None = None, kernel: str = "cloud") -> LabState:
     """Build (cached) the image, register the host and VMs, boot them and wait until each
     guest sensor is online. Returns the saved run state."""
     directory = run_dir(directory)
@@ -181,6 +182,7 @@ def up(*, server: str, api_token: str, vms: int = 1, tenant: str = "default",
     api = Api(server, api_token)
     api.call("GET", "/hosts?limit=1")  # fails early on a wrong URL or token
     image = image or Builder(Recipe(configured_mirror())).build()
+    image.boot_files(kernel)  # an unknown kernel flavour fails here
     if accel == "auto":
         _say(">> probing KVM (a hang in early boot means nested KVM does not work here)")
         accel = qemu.probe_accel(image)
@@ -207,15 +209,15 @@ def up(*, server: str, api_token: str, vms: int = 1, tenant: str = "default",
         ])
         spec = qemu.VMSpec(name=name, smbios_uuid=uuid, memory_mib=memory_mib,
                            ssh_port=free_port(), run_dir=directory, image=image, append=append,
-                           accel=accel)
-        _say(f">> booting {name} (VM {record['id']}, SSH on 127.0.0.1:{spec.ssh_port}, "
-             f"{memory_mib} MiB)")
+                           accel=accel, kernel=kernel)
+        _say(f">> booting {name} (VM {record['id']}, {kernel} kernel, SSH on "
+             f"127.0.0.1:{spec.ssh_port}, {memory_mib} MiB)")
         pid = qemu.start(spec)
         state.vms.append(LabVM(
             name=name, vm_id=int(record["id"]), smbios_uuid=uuid, ssh_port=spec.ssh_port,
             pid=pid, accel=accel, memory_mib=memory_mib, marker=f"vigil-lab-{name}",
             qmp_socket=str(spec.qmp_socket), serial_log=str(spec.serial_log),
-            ram_file=str(spec.ram_file), started_at=time.time()))
+            ram_file=str(spec.ram_file), started_at=time.time(), kernel=kernel))
         state.save(directory)
     _wait_online(api, state, timeout)
     state.save(directory)
@@ -321,7 +323,8 @@ def status(directory: Path | None = None) -> list[dict[str, Any]]:
     for vm in state.vms:
         alive = qemu.is_ours(vm.pid, vm.marker)
         row: dict[str, Any] = {"name": vm.name, "vm_id": vm.vm_id, "pid": vm.pid,
-                               "accel": vm.accel, "ssh": f"127.0.0.1:{vm.ssh_port}",
+                               "accel": vm.accel, "kernel": vm.kernel,
+                               "ssh": f"127.0.0.1:{vm.ssh_port}",
                                "qemu": "running" if alive else "gone",
                                "uptime_s": round(time.time() - vm.started_at) if alive else None,
                                "online_after_s": vm.online_after}

@@ -36,16 +36,20 @@ PACKAGES = (
     "systemd-sysv", "udev", "dbus", "rsyslog", "openssh-server", "cron", "python3",
     "python3-psutil", "procps", "iproute2", "kmod", "sudo", "less", "zstd", "initramfs-tools",
 )
-KERNEL_PACKAGE = "linux-image-cloud-amd64"
-#: what the initramfs must load to find the root disk (the cloud kernel has ext4 built in)
-INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
+#: the kernels a lab VM can boot: Debian's cloud kernel (the default) and its generic one, a
+#: second distribution kernel for introspection to be shown on
+KERNELS = {"cloud": "linux-image-cloud-amd64", "generic": "linux-image-amd64"}
+#: what the initramfs loads: the root disk, the network, and ACPI's power button (the clean
+#: power-down of `vigil lab down`), and ext4 (built into the cloud kernel, a module of the
+#: generic one)
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "ext4", "button")
 #: the account with a weak password (in ``wordlist.txt``) and the setuid misconfiguration
 LAB_USER = "deploy"
 LAB_PASSWORD = "sunshine"  # noqa: S105  (the lab's documented weakness)
 SETUID_MISCONFIGURED = "/usr/bin/find"
 IMAGE_SIZE = "2G"
 #: bumped when the base layer's recipe changes in a way its inputs do not show
-BASE_RECIPE = 1
+BASE_RECIPE = 2
 KEEP_IMAGES = 2
 
 GUEST_FILES = Path(__file__).with_name("guest")
@@ -143,7 +147,7 @@ class Recipe:
 
     def base_key(self) -> str:
         return _digest(BASE_RECIPE, self.mirror.uri, self.mirror.suite, self.packages,
-                       KERNEL_PACKAGE, INITRAMFS_MODULES)
+                       KERNELS, INITRAMFS_MODULES)
 
     def image_key(self) -> str:
         return _digest(self.base_key(), _tree_digest(Path(__file__), GUEST_FILES, WORDLIST,
@@ -163,6 +167,13 @@ class Image:
     @property
     def initrd(self) -> Path:
         return self.path / "initrd.img"
+
+    def boot_files(self, flavour: str = "cloud") -> tuple[Path, Path]:
+        """The kernel and initramfs of one of ``KERNELS``."""
+        if flavour not in KERNELS:
+            raise LabError(f"no kernel {flavour!r}: one of {', '.join(KERNELS)}")
+        suffix = "" if flavour == "cloud" else f"-{flavour}"
+        return self.path / f"vmlinuz{suffix}", self.path / f"initrd{suffix}.img"
 
     @property
     def disk(self) -> Path:
@@ -263,14 +274,14 @@ class Builder:
             cmd.append(f"--keyring={keyring}")
         _run([*cmd, mirror.suite, str(root), mirror.uri], what="debootstrap",
              progress=self.progress)
-        self.say(f"   installing {KERNEL_PACKAGE} and its initramfs")
+        self.say(f"   installing {', '.join(KERNELS.values())} and their initramfs")
         conf = root / "etc/initramfs-tools"
         _write(conf / "conf.d/vigil-lab.conf", "MODULES=list\nCOMPRESS=zstd\n")
         with (conf / "modules").open("a") as modules:
             modules.write("".join(f"{m}\n" for m in INITRAMFS_MODULES))
         with _mounted_proc(root):
             _run(["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends",
-                  KERNEL_PACKAGE], what="kernel", progress=self.progress,
+                  *KERNELS.values()], what="kernels", progress=self.progress,
                  env={"DEBIAN_FRONTEND": "noninteractive"})
             _run(["chroot", str(root), "apt-get", "clean"], what="apt-get clean")
         (base / ".complete").write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -289,14 +300,20 @@ class Builder:
         self.say("[2/3] configuring the guest: services, the lab's weaknesses, the guest sensor")
         _run(["cp", "-a", str(base / "root"), str(root)], what="copy of the base")
         configure(root)
-        kernel = _only(root.glob("boot/vmlinuz-*"), "kernel")
-        initrd = _only(root.glob("boot/initrd.img-*"), "initramfs")
-        shutil.copy2(kernel, work / "vmlinuz")
-        shutil.copy2(initrd, work / "initrd.img")
+        kernels: dict[str, str] = {}
+        for flavour in KERNELS:
+            # vmlinuz-6.1.0-50-cloud-amd64 or vmlinuz-6.1.0-50-amd64
+            pattern = "*-cloud-amd64" if flavour == "cloud" else "*[0-9]-amd64"
+            kernel = _only(root.glob(f"boot/vmlinuz-{pattern}"), f"{flavour} kernel")
+            initrd = _only(root.glob(f"boot/initrd.img-{pattern}"), f"{flavour} initramfs")
+            target_kernel, target_initrd = Image(work).boot_files(flavour)
+            shutil.copy2(kernel, target_kernel)
+            shutil.copy2(initrd, target_initrd)
+            kernels[flavour] = kernel.name.removeprefix("vmlinuz-")
         manifest = {
             "key": key, "base": base.name, "vigil": vigil.__version__,
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "suite": self.recipe.mirror.suite, "kernel": kernel.name.removeprefix("vmlinuz-"),
+            "suite": self.recipe.mirror.suite, "kernels": kernels,
             "packages": _package_versions(root),
             "user": LAB_USER, "setuid_misconfigured": SETUID_MISCONFIGURED,
         }
@@ -346,7 +363,7 @@ def _only(paths: Iterable[Path], what: str) -> Path:
 
 def _package_versions(root: Path) -> dict[str, str]:
     out = subprocess.run(["chroot", str(root), "dpkg-query", "-W", "-f", "${Package} ${Version}\\n",
-                          *PACKAGES, KERNEL_PACKAGE, "linux-image-*-cloud-amd64"],
+                          *PACKAGES, *KERNELS.values(), "linux-image-*-amd64"],
                          capture_output=True, text=True, check=False).stdout
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 

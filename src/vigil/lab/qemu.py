@@ -43,6 +43,7 @@ class VMSpec:
     image: Image
     append: str
     accel: str
+    kernel: str = "cloud"
 
     @property
     def ram_file(self) -> Path:
@@ -86,7 +87,8 @@ def command(spec: VMSpec) -> list[str]:
         "-m", f"{spec.memory_mib}M",
         "-object", f"memory-backend-file,id=ram,size={spec.memory_mib}M,"
                    f"mem-path={spec.ram_file},share=on",
-        "-kernel", str(spec.image.kernel), "-initrd", str(spec.image.initrd),
+        "-kernel", str(spec.image.boot_files(spec.kernel)[0]),
+        "-initrd", str(spec.image.boot_files(spec.kernel)[1]),
         "-append", spec.append,
         "-drive", f"file={spec.image.disk},format=raw,if=virtio,snapshot=on",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",

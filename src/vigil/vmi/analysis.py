@@ -32,12 +32,14 @@ def processes(analysis: Analysis) -> list[dict[str, Any]]:
     return out
 
 
-def scanned_pids(analysis: Analysis) -> dict[int, str]:
-    """Live tasks found by scanning memory for task structures (``linux.psscan``); the
-    remains of exited ones (EXIT_DEAD, EXIT_ZOMBIE) are left out."""
-    return {row["PID"]: row["COMM"] for row in analysis.run("linux.psscan.PsScan")
-            if row.get("TID") in (None, row.get("PID"))
-            and row.get("EXIT_STATE") in (None, "TASK_RUNNING")}
+def hashed_pids(analysis: Analysis) -> dict[int, str]:
+    """Processes in the kernel's pid hash (``linux.pidhashtable``): the table ``kill`` and
+    ``/proc`` look a pid up in, which a process cannot leave and keep running normally. The
+    kernel adds and removes a task there and on the task list together, under one lock, so a
+    difference is no race of a fork or an exit — unlike ``linux.psscan``, which also finds tasks
+    being born or torn down."""
+    return {row["PID"]: row["COMM"] for row in analysis.run("linux.pidhashtable.PIDHashTable")
+            if row.get("TID") in (None, row.get("PID"))}
 
 
 def sockets(analysis: Analysis) -> list[dict[str, Any]]:
@@ -74,10 +76,10 @@ def findings(analysis: Analysis, procs: list[dict[str, Any]]) -> list[dict[str, 
     """What only memory shows."""
     found: list[dict[str, Any]] = []
     listed = {p["pid"] for p in procs}
-    for pid, name in sorted(scanned_pids(analysis).items()):
+    for pid, name in sorted(hashed_pids(analysis).items()):
         if pid not in listed and pid > 0:
             found.append({"kind": "hidden_process", "technique": "T1014", "pid": pid,
-                          "name": name, "how": "found by scanning memory, missing from the "
+                          "name": name, "how": "in the kernel's pid hash, missing from the "
                                                 "task list"})
     for row in analysis.run("linux.malware.check_modules.Check_modules"):
         found.append({"kind": "hidden_module", "technique": "T1014",
@@ -117,7 +119,9 @@ def analyze(analysis: Analysis) -> dict[str, Any]:
             timings[name] = round(time.perf_counter() - started, 3)
 
     procs = timed("processes", processes, analysis)
+    dtb, virtual_offset, isf = analysis.kernel_location()
     return {
+        "kernel": {"dtb": dtb, "virtual_offset": virtual_offset, "isf": isf},
         "processes": procs,
         "sockets": timed("sockets", sockets, analysis),
         "modules": timed("modules", modules, analysis),

@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 #: the plugins Vigil runs, with the versions it was written and tested against
 PLUGINS: dict[str, tuple[int, int, int]] = {
     "linux.pslist.PsList": (4, 1, 1),
-    "linux.psscan.PsScan": (2, 0, 0),
     "linux.pidhashtable.PIDHashTable": (1, 0, 3),
     "linux.sockstat.Sockstat": (3, 0, 4),
     "linux.lsmod.Lsmod": (3, 0, 3),
@@ -174,3 +173,14 @@ class Analysis:
         start = module.get_symbol("_stext").address + module.offset
         end = module.get_symbol("_end").address + module.offset
         return start & mask, end & mask
+
+    def kernel_location(self) -> tuple[int, int, str]:
+        """The page-table base, the virtual KASLR shift and the ISF of the kernel the first
+        plugin found: what the fast path needs (``fastscan.KernelLocation``)."""
+        if self._kernel is None:
+            raise VolatilityError("no plugin has run yet: the kernel is not located")
+        module = self.context.modules[self._kernel]
+        layer = self.context.layers[module.layer_name]
+        table = self.context.symbol_space[module.symbol_table_name]
+        return int(layer.config["page_map_offset"]), int(module.offset), \
+            str(table.config["isf_url"])
