@@ -8,6 +8,7 @@ Boots lab VMs under QEMU (TCG here), registered with a real `vigil server`; then
   long-lived context, for comparison;
 * a cold `vol linux.pslist` + `vol linux.sockstat` (two processes, as a user runs them) on a
   copy of the same memory, `--cold-runs` times; the ratio cold / warm is the figure;
+* memory acquisition of the first guest, paused, with SHA-256 computed as it is copied;
 * scans per second one core sustains, round-robin across every VM booted (`--vms`).
 
 Prints JSON lines: medians and p99 in milliseconds, ratios.
@@ -33,6 +34,7 @@ from common import VIGIL, server
 from vigil.lab.fleet import LabState
 from vigil.lab.image import Image
 from vigil.vmi.fastscan import FastScan, GuestMemory, KernelLocation
+from vigil.vmi.qemu_driver import acquire, find
 from vigil.vmi.volatility import Analysis
 
 VOL = str(Path(sys.executable).with_name("vol"))
@@ -127,6 +129,13 @@ def main() -> None:
                 "ratio_volatility_warm_over_fast_warm": round(statistics.median(vol_warm)
                                                               / statistics.median(warm), 1),
             }), flush=True)
+            taken = acquire(find(state.vms[0].smbios_uuid), base / "acquired.raw")
+            print(json.dumps({"bench": "memory acquisition with SHA-256 at the source",
+                              "guest_mib": args.memory, "seconds": taken.seconds,
+                              "paused_s": taken.paused_s,
+                              "mib_per_s": round(taken.size / (1 << 20) / taken.seconds)}),
+                  flush=True)
+            (base / "acquired.raw").unlink()
             count, deadline = 0, time.monotonic() + args.seconds
             cpu = time.process_time()
             while time.monotonic() < deadline:

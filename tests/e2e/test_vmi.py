@@ -3,10 +3,10 @@ Volatility's view of its memory agreeing with the guest's own `ps`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import lzma
 import os
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -128,14 +128,22 @@ def _same_name(task_comm: str | None, ps_comm: str) -> bool:
 def test_memory_view_matches_the_guests_ps(vm: VM, tmp_path: Path) -> None:
     """Volatility's pslist on the VM's memory (stock automagic: banner, KASLR, page tables)
     gives the processes `ps` gives inside the guest."""
-    ram = Path(vm.state.vms[0].ram_file)
+    listed = vm.vigil("vmi", "vms", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    (found,) = [v for v in json.loads(listed.stdout) if v["uuid"] == vm.state.vms[0].smbios_uuid]
+    assert found["name"] == "lab-vm1" and found["ram_file"] == vm.state.vms[0].ram_file
+    assert found["memory_mib"] == 768 and found["pid"] == vm.state.vms[0].pid
     before = _guest_ps(vm)
-    vm.qmp("stop")
-    try:
-        image = tmp_path / "lab-vm1.raw"
-        shutil.copyfile(ram, image)
-    finally:
-        vm.qmp("cont")
+    image = tmp_path / "lab-vm1.raw"
+    got = vm.vigil("vmi", "acquire", found["uuid"], str(image))
+    assert got.returncode == 0, got.stderr
+    acquisition = json.loads(got.stdout)
+    assert acquisition["size"] == 768 << 20 == image.stat().st_size
+    assert acquisition["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert image.stat().st_mode & 0o777 == 0o600
+    assert vm.qmp("query-status")["status"] == "running"  # resumed
+    again = vm.vigil("vmi", "acquire", found["uuid"], str(image))
+    assert again.returncode == 2 and "never overwritten" in again.stderr
     after = _guest_ps(vm)
     started = time.monotonic()
     out = vm.vigil("vmi", "analyze", str(image), "--kernel", str(vm.kernel), "--format", "json")
@@ -164,6 +172,8 @@ def test_memory_view_matches_the_guests_ps(vm: VM, tmp_path: Path) -> None:
     keys = ("pid", "fd", "proto", "laddr", "lport", "raddr", "rport", "state")
     assert {tuple(s[k] for k in keys) for s in fast_socks} == \
         {tuple(s[k] for k in keys) for s in result["sockets"]}
+    report(f"vmi: acquired 768 MiB of {vm.state.vms[0].name} with SHA-256 in "
+           f"{acquisition['seconds']} s (paused {acquisition['paused_s']} s)")
     report(f"vmi ({vm.state.vms[0].kernel} kernel): {len(memory)} processes in memory = the "
            f"guest's ps ({len(stable)} stable); "
            f"`vigil vmi analyze` of a {image.stat().st_size >> 20} MiB image in {took:.1f} s "

@@ -81,7 +81,7 @@ def command(spec: VMSpec) -> list[str]:
     # otherwise offer 5-level paging, and the kernel would use it).
     cpu = ("host" if spec.accel == "kvm" else "max") + ",la57=off"
     return [
-        qemu_binary(), "-name", f"vigil-lab-{spec.name},process=vigil-lab-{spec.name}",
+        qemu_binary(), "-name", f"{spec.name},process=vigil-lab-{spec.name}",
         "-uuid", spec.smbios_uuid,
         "-machine", "q35,memory-backend=ram", "-accel", spec.accel, "-cpu", cpu, "-smp", "1",
         "-m", f"{spec.memory_mib}M",

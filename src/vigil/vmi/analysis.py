@@ -32,14 +32,29 @@ def processes(analysis: Analysis) -> list[dict[str, Any]]:
     return out
 
 
+#: a task the kernel is tearing down (``PF_EXITING``), or already a zombie or dead: on its way out
+#: of the pid table and the task list, not hidden
+PF_EXITING = 0x4
+
+
+def _dying(analysis: Analysis, offset: int) -> bool:
+    try:
+        task = analysis.kernel_object("task_struct", offset)
+        return bool(int(task.flags) & PF_EXITING or int(task.exit_state))
+    except Exception:  # noqa: BLE001  (unreadable: judge it as the plugins did)
+        return False
+
+
 def hashed_pids(analysis: Analysis) -> dict[int, str]:
     """Processes in the kernel's pid hash (``linux.pidhashtable``): the table ``kill`` and
     ``/proc`` look a pid up in, which a process cannot leave and keep running normally. The
     kernel adds and removes a task there and on the task list together, under one lock, so a
-    difference is no race of a fork or an exit — unlike ``linux.psscan``, which also finds tasks
-    being born or torn down."""
+    difference is no race of a fork — unlike ``linux.psscan``, which also finds tasks being born.
+    A task already exiting (a paused guest catches one each time it runs ``ps``) may be in one
+    and not the other for a moment: it is left out."""
     return {row["PID"]: row["COMM"] for row in analysis.run("linux.pidhashtable.PIDHashTable")
-            if row.get("TID") in (None, row.get("PID"))}
+            if row.get("TID") in (None, row.get("PID"))
+            and not _dying(analysis, int(row["OFFSET"]))}
 
 
 def sockets(analysis: Analysis) -> list[dict[str, Any]]:

@@ -31,6 +31,36 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vms(args: argparse.Namespace) -> int:
+    from vigil.vmi.qemu_driver import discover
+
+    vms = discover()
+    if args.format == "json":
+        print(json.dumps([vm.as_dict() for vm in vms], indent=2))
+        return 0
+    if not vms:
+        print("no QEMU VM runs on this host")
+    for vm in vms:
+        print(f"{vm.name}\tpid {vm.pid}\tuuid {vm.uuid or '-'}\t{vm.memory_mib or '?'} MiB\t"
+              f"RAM file {vm.ram_file or '-'}\tQMP {vm.qmp_socket or '-'}")
+    return 0
+
+
+def cmd_acquire(args: argparse.Namespace) -> int:
+    from vigil.vmi.qemu_driver import DriverError, acquire, copy_free_space_ok, find
+
+    vm = find(args.vm)
+    out = Path(args.output)
+    if out.exists():
+        raise DriverError(f"{out} exists: evidence is never overwritten, choose another name")
+    copy_free_space_ok(out, vm)
+    print(f"acquiring {vm.name} ({vm.memory_mib or '?'} MiB), paused meanwhile...",
+          file=sys.stderr)
+    got = acquire(vm, out)
+    print(json.dumps(got.__dict__))
+    return 0
+
+
 def configure(sub: Any, add: Any) -> None:
     """Add ``vigil vmi`` to the main parser."""
     vmi = add(sub, "vmi", lambda a: 2, "Virtual machine introspection: kernel symbols and "
@@ -48,3 +78,11 @@ def configure(sub: Any, add: Any) -> None:
                    help="the guest's vmlinuz, to derive symbols from (default: cached symbols)")
     p.add_argument("--format", choices=["text", "json"], default="text",
                    help="a report for people (default) or JSON")
+    p = add(vsub, "vms", cmd_vms, "The QEMU VMs running on this host, found from their "
+            "processes: name, SMBIOS UUID, memory, RAM file, QMP socket.")
+    p.add_argument("--format", choices=["text", "json"], default="text",
+                   help="a line per VM (default) or JSON")
+    p = add(vsub, "acquire", cmd_acquire, "Acquire a running VM's memory to a file: the VM is "
+            "paused through QMP while its RAM is copied and hashed (SHA-256), then resumed.")
+    p.add_argument("vm", metavar="VM", help="the VM's name, SMBIOS UUID or QEMU pid")
+    p.add_argument("output", metavar="OUTPUT", help="the image file to write (never overwritten)")

@@ -184,3 +184,9 @@ class Analysis:
         table = self.context.symbol_space[module.symbol_table_name]
         return int(layer.config["page_map_offset"]), int(module.offset), \
             str(table.config["isf_url"])
+
+    def kernel_object(self, type_name: str, offset: int) -> Any:
+        """A kernel structure at a virtual address, read through the located kernel."""
+        if self._kernel is None:
+            raise VolatilityError("no plugin has run yet: the kernel is not located")
+        return self.context.modules[self._kernel].object(type_name, offset=offset, absolute=True)
