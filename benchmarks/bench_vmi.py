@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import os
 import shutil
 import statistics
@@ -26,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from pathlib import Path
 
 from common import VIGIL, server
@@ -35,6 +33,7 @@ from vigil.lab.fleet import LabState
 from vigil.lab.image import Image
 from vigil.vmi.fastscan import FastScan, GuestMemory, KernelLocation
 from vigil.vmi.qemu_driver import acquire, find
+from vigil.vmi.symbols import load_isf
 from vigil.vmi.volatility import Analysis
 
 VOL = str(Path(sys.executable).with_name("vol"))
@@ -54,9 +53,7 @@ def scanner(ram: Path, symbols: Path) -> tuple[FastScan, Analysis]:
     analysis = Analysis(ram.resolve().as_uri(), [symbols])
     analysis.run("linux.pslist.PsList")
     dtb, offset, url = analysis.kernel_location()
-    with lzma.open(urllib.parse.urlsplit(url).path, "rt") as f:
-        isf = json.load(f)
-    return FastScan(GuestMemory(ram), isf, KernelLocation(dtb, offset)), analysis
+    return FastScan(GuestMemory(ram), load_isf(url), KernelLocation(dtb, offset)), analysis
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import lzma
 import os
 import subprocess
 import time
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from vigil.lab import qemu
 from vigil.lab.fleet import LabState
 from vigil.lab.image import LAB_PASSWORD, LAB_USER, Image
 from vigil.vmi.fastscan import FastScan, GuestMemory, KernelLocation
+from vigil.vmi.symbols import load_isf
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     os.geteuid() != 0, reason="the lab builds its image with debootstrap, as root")]
@@ -189,10 +189,7 @@ def test_memory_view_matches_the_guests_ps(vm: VM, tmp_path: Path) -> None:
 def _fast_scan(image: Path, kernel: dict[str, Any]) -> tuple[list[dict[str, Any]],
                                                            list[dict[str, Any]], float]:
     """Processes and sockets by the fast path, where Volatility located the kernel."""
-    isf_file = Path(urllib.parse.urlsplit(kernel["isf"]).path)
-    isf_file = isf_file if isf_file.exists() else isf_file.with_name(isf_file.name + ".json.xz")
-    with lzma.open(isf_file, "rt") as f:
-        isf = json.load(f)
+    isf = load_isf(kernel["isf"])
     memory = GuestMemory(image)
     try:
         scan = FastScan(memory, isf, KernelLocation(kernel["dtb"], kernel["virtual_offset"]))

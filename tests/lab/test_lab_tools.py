@@ -105,19 +105,12 @@ def test_the_guest_payload_runs_alone(tmp_path: Path) -> None:
     """What the image installs in /opt/vigil builds the CLI and starts the sensor's --help with
     nothing but the standard library and psutil (a new top-level command importing more at
     parse time would break every lab guest)."""
-    import shutil
     import sys
 
-    from vigil.lab.image import PACKAGE_ROOT, _sensor_sources
+    from vigil.lab.image import install_guest_payload
 
     opt = tmp_path / "opt"
-    for src in _sensor_sources():
-        dest = opt / "vigil" / src.relative_to(PACKAGE_ROOT)
-        if src.is_dir():
-            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
+    install_guest_payload(opt)
     psutil_dir = Path(__import__("psutil").__file__).parent.parent
     probe = (f"import sys; sys.path[:0] = [{str(opt)!r}, {str(psutil_dir)!r}]; "
              "sys.argv = ['vigil', 'sensor', 'guest', '--help']; from vigil.cli import main; "

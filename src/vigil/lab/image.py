@@ -368,6 +368,17 @@ def _package_versions(root: Path) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
+def install_guest_payload(target: Path) -> None:
+    """Copy ``GUEST_MODULES`` into ``target/vigil`` (a guest's /opt/vigil)."""
+    for src in _sensor_sources():
+        dest = target / "vigil" / src.relative_to(PACKAGE_ROOT)
+        if src.is_dir():
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest)
+
+
 def configure(root: Path) -> None:
     """Turn a debootstrapped tree into the lab guest (see ``docs/lab.md``)."""
     _write(root / "etc/hostname", "vigil-lab\n")
@@ -382,15 +393,7 @@ def configure(root: Path) -> None:
            "PasswordAuthentication yes\nPermitRootLogin prohibit-password\nUseDNS no\n"
            "HostKey /etc/ssh/ssh_host_ed25519_key\nHostKey /etc/ssh/ssh_host_ecdsa_key\n")
     # The sensor: the vigil package's guest part in /opt/vigil, its real systemd unit.
-    opt = root / "opt/vigil/vigil"
-    opt.mkdir(parents=True)
-    for src in _sensor_sources():
-        dest = opt / src.relative_to(PACKAGE_ROOT)
-        if src.is_dir():
-            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
+    install_guest_payload(root / "opt/vigil")
     _write(root / "usr/local/bin/vigil", (GUEST_FILES / "vigil").read_text(), 0o755)
     _write(root / "usr/local/sbin/vigil-lab-enroll",
            (GUEST_FILES / "vigil-lab-enroll").read_text(), 0o755)

@@ -14,6 +14,7 @@ import lzma
 import os
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,11 @@ def provision(kernel_path: Path, directory: Path | None = None, *,
             index.setdefault("build_ids", {})[bid] = str(target.relative_to(directory))
         (directory / "index.json").write_text(json.dumps(index, indent=1))
     return Symbols(target, banner, bid, round(time.monotonic() - started, 2))
+
+
+def load_isf(location: str | Path) -> dict[str, Any]:
+    """An ISF by path or file:// URL (as Volatility reports it), xz-compressed or not."""
+    path = Path(urllib.parse.urlsplit(str(location)).path) if "://" in str(location) \
+        else Path(location)
+    with (lzma.open(path, "rt") if path.name.endswith(".xz") else path.open()) as f:
+        return dict(json.load(f))
